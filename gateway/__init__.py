@@ -1,0 +1,3 @@
+"""
+gateway: the web bridges in front of a PB broker (REST, WebSocket, Server-Sent Events).
+"""

@@ -1,0 +1,520 @@
+"""
+Banana, the s-expression wire encoding under Perspective Broker, as a sans-IO codec.
+
+L{encode} turns an s-expression (lists and tuples of lists, L{bytes}, L{int} and
+L{float}) into bytes, and L{Decoder} turns bytes fed to it in chunks of any size
+back into values; neither touches a reactor or a transport. The bytes produced are
+identical to those of Twisted's C{twisted.spread.banana}, in both its C{"none"}
+dialect and its C{"pb"} dialect (which sends the words of L{PB_VOCABULARY} as
+small numbers). Unlike Twisted's decoder, which copies the rest of its buffer for
+every token, L{Decoder} keeps an index into its buffer, so decoding takes time
+linear in the input however it is chunked.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+__all__ = [
+    "MAX_DEPTH",
+    "PB_VOCABULARY",
+    "PREFIX_LIMIT",
+    "SIZE_LIMIT",
+    "BananaError",
+    "BananaTooLarge",
+    "Decoder",
+    "b1282int",
+    "encode",
+    "int2b128",
+]
+
+
+class BananaError(Exception):
+    """
+    Banana cannot encode a value, or the bytes being decoded are malformed or
+    exceed a limit.
+    """
+
+
+class BananaTooLarge(BananaError):
+    """
+    A value given to L{encode} exceeds a size, prefix or nesting limit, so the
+    peer would refuse it.
+    """
+
+
+PB_VOCABULARY: dict[bytes, int] = {
+    # Jelly data types
+    b"None": 1,
+    b"class": 2,
+    b"dereference": 3,
+    b"reference": 4,
+    b"dictionary": 5,
+    b"function": 6,
+    b"instance": 7,
+    b"list": 8,
+    b"module": 9,
+    b"persistent": 10,
+    b"tuple": 11,
+    b"unpersistable": 12,
+    # PB data types
+    b"copy": 13,
+    b"cache": 14,
+    b"cached": 15,
+    b"remote": 16,
+    b"local": 17,
+    b"lcache": 18,
+    # PB protocol messages
+    b"version": 19,
+    b"login": 20,
+    b"password": 21,
+    b"challenge": 22,
+    b"logged_in": 23,
+    b"not_logged_in": 24,
+    b"cachemessage": 25,
+    b"message": 26,
+    b"answer": 27,
+    b"error": 28,
+    b"decref": 29,
+    b"decache": 30,
+    b"uncache": 31,
+}
+
+SIZE_LIMIT = 640 * 1024
+PREFIX_LIMIT = 64
+MAX_DEPTH = 400
+
+# Type bytes.
+_LIST = 0x80
+_INT = 0x81
+_STRING = 0x82
+_NEG = 0x83
+_FLOAT = 0x84
+_LONGINT = 0x85
+_LONGNEG = 0x86
+_VOCAB = 0x87
+
+# Twisted sends non-negative ints up to this as INT, larger ones as LONGINT, and
+# negative ints down to -(this + 1) as NEG, smaller ones as LONGNEG.
+_LARGEST_INT = 2**31 - 1
+
+_packFloat = struct.Struct("!d").pack
+_unpackFloat = struct.Struct("!d").unpack_from
+_matchPrefix = re.compile(rb"[\x00-\x7f]*").match
+
+
+def int2b128(integer: int) -> bytes:
+    """
+    Encode a non-negative integer as Banana's prefix: base 128, least
+    significant digit first, one digit per byte with the high bit clear.
+
+    @raise ValueError: if C{integer} is negative.
+    """
+    if integer < 128:
+        if integer < 0:
+            raise ValueError(f"can only encode non-negative integers, not {integer}")
+        return _BYTES[integer]
+    if integer < 16384:
+        return bytes((integer & 0x7F, integer >> 7))
+    digits = bytearray()
+    while integer:
+        digits.append(integer & 0x7F)
+        integer >>= 7
+    return bytes(digits)
+
+
+def b1282int(st: bytes) -> int:
+    """
+    Decode a base 128 prefix written by L{int2b128}; the inverse of L{int2b128}.
+    Like Twisted's, it adds each byte's full value times its weight.
+    """
+    value = 0
+    for digit in reversed(st):
+        value = (value << 7) + digit
+    return value
+
+
+_BYTES = [bytes((i,)) for i in range(128)]
+
+# Whole encodings of the most common small values, and the headers of short
+# strings and lists, so that encoding them is a lookup.
+_CACHED = 1024
+_SMALL_INTS: dict[int, bytes] = {}
+for _i in range(_CACHED):
+    _SMALL_INTS[_i] = int2b128(_i) + bytes((_INT,))
+for _i in range(1, _CACHED):
+    _SMALL_INTS[-_i] = int2b128(_i) + bytes((_NEG,))
+_STRING_HEADERS = [int2b128(_i) + bytes((_STRING,)) for _i in range(_CACHED)]
+_LIST_HEADERS = [int2b128(_i) + bytes((_LIST,)) for _i in range(_CACHED)]
+_VOCAB_TOKENS = {_i: int2b128(_i) + bytes((_VOCAB,)) for _i in range(_CACHED)}
+del _i
+_FLOAT_TYPE = bytes((_FLOAT,))
+
+
+def _intToken(value: int, largest: int, prefixLimit: int) -> bytes:
+    """
+    Encode an int the way Twisted does, given the largest magnitude the prefix
+    limit allows.
+    """
+    if value >= 0:
+        if value > largest:
+            raise BananaTooLarge(
+                f"int of {value.bit_length()} bits exceeds the prefix limit of "
+                f"{prefixLimit} bytes ({7 * prefixLimit} bits)"
+            )
+        return int2b128(value) + bytes((_INT if value <= _LARGEST_INT else _LONGINT,))
+    if -value > largest:
+        raise BananaTooLarge(
+            f"int of {value.bit_length()} bits exceeds the prefix limit of "
+            f"{prefixLimit} bytes ({7 * prefixLimit} bits)"
+        )
+    return int2b128(-value) + bytes((_NEG if value > -_LARGEST_INT - 2 else _LONGNEG,))
+
+
+def _vocabToken(number: int) -> bytes:
+    """
+    Encode a vocabulary number outside the cached range.
+    """
+    return int2b128(number) + bytes((_VOCAB,))
+
+
+def _scalarToken(obj: object, largest: int, prefixLimit: int, sizeLimit: int) -> bytes | None:
+    """
+    Encode an instance of a subclass of L{int}, L{float} or L{bytes} the way
+    Twisted's C{isinstance} checks accept it (C{True} is sent as the int 1), or
+    return L{None} for an instance of a subclass of L{list} or L{tuple}.
+
+    @raise BananaError: if Banana cannot send C{obj}.
+    """
+    if isinstance(obj, list | tuple):
+        return None
+    if isinstance(obj, int):
+        return _intToken(int(obj), largest, prefixLimit)
+    if isinstance(obj, float):
+        return _FLOAT_TYPE + _packFloat(obj)
+    if isinstance(obj, bytes):
+        return _stringHeader(len(obj), sizeLimit) + obj
+    kind = type(obj)
+    raise BananaError(f"Banana cannot send {kind.__module__}.{kind.__qualname__} objects")
+
+
+def _stringHeader(size: int, sizeLimit: int) -> bytes:
+    """
+    Encode the header of a string of C{size} bytes.
+    """
+    if size > sizeLimit:
+        raise BananaTooLarge(f"string of {size} bytes exceeds the size limit of {sizeLimit}")
+    return int2b128(size) + bytes((_STRING,))
+
+
+def encode(
+    obj: object,
+    vocabulary: Mapping[bytes, int] | None = None,
+    sizeLimit: int = SIZE_LIMIT,
+    prefixLimit: int = PREFIX_LIMIT,
+    maxDepth: int = MAX_DEPTH,
+) -> bytes:
+    """
+    Encode an s-expression as Banana, byte for byte as Twisted does.
+
+    @param obj: a L{list} or L{tuple} (sent as a list) of s-expressions, or
+        L{bytes}, L{int} (L{bool} included, as Twisted sends it) or L{float}.
+    @param vocabulary: the outgoing vocabulary of the C{"pb"} dialect, usually
+        L{PB_VOCABULARY}: a string found in it is sent as its number. L{None}
+        for the C{"none"} dialect.
+    @param sizeLimit: the most items a list and the most bytes a string may hold.
+    @param prefixLimit: the most prefix bytes the peer accepts, which bounds
+        ints to magnitudes below C{2 ** (7 * prefixLimit)}.
+    @param maxDepth: how deeply lists may nest; a top-level list is at depth 1.
+
+    @raise BananaTooLarge: if a value exceeds a limit.
+    @raise BananaError: if C{obj} holds a value of a type Banana cannot send.
+    @raise ValueError: if C{prefixLimit} is less than 1.
+    """
+    if prefixLimit < 1:
+        raise ValueError(f"prefixLimit must be at least 1, not {prefixLimit}")
+    largest = (1 << (7 * prefixLimit)) - 1
+    vocabularyGet = (vocabulary if vocabulary is not None else {}).get
+    smallInts = _SMALL_INTS.get
+    stringHeaders = _STRING_HEADERS
+    listHeaders = _LIST_HEADERS
+    vocabTokens = _VOCAB_TOKENS.get
+    packFloat = _packFloat
+    floatType = _FLOAT_TYPE
+    pieces: list[bytes] = []
+    append = pieces.append
+    # The iterators of the enclosing lists; its length is the current depth.
+    stack: list[Iterator[Any]] = []
+    items: Iterator[Any] = iter((obj,))
+    while True:
+        for item in items:
+            kind = type(item)
+            if kind is bytes:
+                number = vocabularyGet(item)
+                if number is not None:
+                    append(vocabTokens(number) or _vocabToken(number))
+                    continue
+                size = len(item)
+                append(
+                    stringHeaders[size] if size < _CACHED else _stringHeader(size, sizeLimit)
+                )
+                append(item)
+                continue
+            if kind is int:
+                token = smallInts(item)
+                append(token if token is not None else _intToken(item, largest, prefixLimit))
+                continue
+            if kind is float:
+                append(floatType)
+                append(packFloat(item))
+                continue
+            if kind is not list and kind is not tuple:
+                token = _scalarToken(item, largest, prefixLimit, sizeLimit)
+                if token is not None:
+                    append(token)
+                    continue
+            # A list, a tuple, or an instance of a subclass of either.
+            if len(stack) >= maxDepth:
+                raise BananaTooLarge(
+                    f"lists nested {len(stack) + 1} deep exceed the depth limit of {maxDepth}"
+                )
+            size = len(item)
+            if size < _CACHED:
+                append(listHeaders[size])
+            elif size > sizeLimit:
+                raise BananaTooLarge(f"list of {size} items exceeds the size limit of {sizeLimit}")
+            else:
+                append(int2b128(size) + bytes((_LIST,)))
+            if size:
+                stack.append(items)
+                items = iter(item)
+                break
+        else:
+            if not stack:
+                return b"".join(pieces)
+            items = stack.pop()
+
+
+class Decoder:
+    """
+    Decode a stream of Banana bytes into the top-level s-expressions it holds.
+
+    Feed it bytes as they arrive, in chunks of any size; each L{feed} returns the
+    expressions completed so far. Lists become L{list}, strings L{bytes}, ints
+    L{int}, floats L{float}, and vocabulary numbers the L{bytes} they stand for.
+    After an error the decoder refuses all further input.
+
+    @ivar _pending: bytes received but not yet decoded: the beginning of an
+        incomplete token, and whatever arrived after it.
+    @ivar _need: how many bytes C{_pending} must hold before decoding can go on.
+    @ivar _stack: for each list being filled, the list that encloses it and how
+        many more items that one awaits; the first entry stands for the top
+        level, which never fills.
+    @ivar _bytesCopied: how many bytes the decoder has copied between buffers,
+        which stays within a small multiple of the input size.
+    """
+
+    def __init__(
+        self,
+        vocabulary: Mapping[int, bytes] | None = None,
+        sizeLimit: int = SIZE_LIMIT,
+        prefixLimit: int = PREFIX_LIMIT,
+        maxDepth: int = MAX_DEPTH,
+    ) -> None:
+        """
+        @param vocabulary: the incoming vocabulary of the C{"pb"} dialect, from
+            numbers to strings; L{None} for the C{"none"} dialect.
+        @param sizeLimit: the most items a list and the most bytes a string may
+            declare.
+        @param prefixLimit: the most prefix bytes a token may have.
+        @param maxDepth: how deeply lists may nest; a top-level list is at depth 1.
+
+        @raise ValueError: if C{prefixLimit} is less than 1.
+        """
+        if prefixLimit < 1:
+            raise ValueError(f"prefixLimit must be at least 1, not {prefixLimit}")
+        self._vocabulary: dict[int, bytes] = {}
+        self.setVocabulary(vocabulary)
+        self._sizeLimit = sizeLimit
+        self._prefixLimit = prefixLimit
+        self._maxDepth = maxDepth
+        self._pending = bytearray()
+        self._need = 0
+        self._stack: list[tuple[list[object], int]] = []
+        self._current: list[object] = []
+        self._remaining = -1
+        self._failed = False
+        self._bytesCopied = 0
+
+    def setVocabulary(self, vocabulary: Mapping[int, bytes] | None) -> None:
+        """
+        Decode vocabulary numbers with C{vocabulary} from now on, as when a
+        connection settles on the C{"pb"} dialect; L{None} refuses them.
+        """
+        self._vocabulary = dict(vocabulary) if vocabulary is not None else {}
+
+    def feed(self, data: bytes) -> list[object]:
+        """
+        Decode another chunk of the stream.
+
+        @return: the top-level expressions completed by this chunk, in order.
+
+        @raise BananaError: if the stream is malformed or exceeds a limit, or
+            if an earlier call raised.
+        """
+        if self._failed:
+            raise BananaError("decoder failed earlier")
+        if type(data) is not bytes:
+            data = bytes(data)
+        pending = self._pending
+        if pending:
+            pending += data
+            self._bytesCopied += len(data)
+            if len(pending) < self._need:
+                return []
+            data = bytes(pending)
+            self._bytesCopied += len(data)
+            pending.clear()
+        try:
+            return self._decode(data)
+        except BananaError:
+            self._failed = True
+            raise
+
+    def _decode(self, buf: bytes) -> list[object]:
+        """
+        Decode as many tokens of C{buf} as are complete and keep the rest.
+        """
+        results: list[object] = []
+        stack = self._stack
+        if stack:
+            stack[0] = (results, -1)
+            current = self._current
+            remaining = self._remaining
+        else:
+            current = results
+            remaining = -1
+        vocabulary = self._vocabulary
+        sizeLimit = self._sizeLimit
+        prefixLimit = self._prefixLimit
+        maxDepth = self._maxDepth
+        twoByteFastPath = prefixLimit >= 2
+        unpackFloat = _unpackFloat
+        end = len(buf)
+        pos = 0
+        need = 0
+        item: object
+        while pos < end:
+            start = pos
+            try:
+                kind = buf[pos]
+                if kind < 0x80:
+                    number = kind
+                    kind = buf[pos + 1]
+                    if kind >= 0x80:
+                        pos += 2
+                    elif twoByteFastPath and buf[pos + 2] >= 0x80:
+                        number += kind << 7
+                        kind = buf[pos + 2]
+                        pos += 3
+                    else:
+                        match = _matchPrefix(buf, start, start + prefixLimit + 1)
+                        # The pattern matches the empty string, so it always matches.
+                        assert match is not None
+                        pos = match.end()
+                        if pos - start > prefixLimit:
+                            raise BananaError(
+                                f"token has more than the limit of {prefixLimit} prefix bytes"
+                            )
+                        kind = buf[pos]
+                        number = b1282int(buf[start:pos])
+                        pos += 1
+                else:
+                    number = 0
+                    pos += 1
+            except IndexError:
+                # The buffer ends within a prefix; every byte from start on is
+                # a prefix byte.
+                if end - start > prefixLimit:
+                    raise BananaError(
+                        f"token has more than the limit of {prefixLimit} prefix bytes"
+                    )
+                pos = start
+                need = end - start + 1
+                break
+            if kind == _STRING:
+                if number > sizeLimit:
+                    raise BananaError(
+                        f"string of {number} bytes exceeds the size limit of {sizeLimit}"
+                    )
+                stop = pos + number
+                if stop > end:
+                    pos = start
+                    need = stop - start
+                    break
+                item = buf[pos:stop]
+                pos = stop
+            elif kind == _LIST:
+                if number > sizeLimit:
+                    raise BananaError(
+                        f"list of {number} items exceeds the size limit of {sizeLimit}"
+                    )
+                if len(stack) >= maxDepth:
+                    raise BananaError(
+                        f"lists nested {len(stack) + 1} deep exceed the depth limit of {maxDepth}"
+                    )
+                if number:
+                    stack.append((current, remaining))
+                    current = []
+                    remaining = number
+                    continue
+                item = []
+            elif kind == _INT:
+                item = number
+            elif kind == _VOCAB:
+                word = vocabulary.get(number)
+                if word is None:
+                    if vocabulary:
+                        raise BananaError(f"unknown vocabulary number {number}")
+                    raise BananaError(
+                        f"vocabulary number {number} received without a vocabulary"
+                    )
+                item = word
+            elif kind == _FLOAT:
+                # Twisted ignores a float's prefix; so does this.
+                stop = pos + 8
+                if stop > end:
+                    pos = start
+                    need = stop - start
+                    break
+                item = unpackFloat(buf, pos)[0]
+                pos = stop
+            elif kind == _NEG or kind == _LONGNEG:
+                item = -number
+            elif kind == _LONGINT:
+                item = number
+            else:
+                raise BananaError(f"invalid type byte 0x{kind:02x}")
+            current.append(item)
+            remaining -= 1
+            if not remaining:
+                # The item completed the list being filled, and maybe the lists
+                # enclosing it; the top level's count is negative and never
+                # reaches zero.
+                while True:
+                    item = current
+                    current, remaining = stack.pop()
+                    current.append(item)
+                    remaining -= 1
+                    if remaining:
+                        break
+        if pos < end:
+            self._pending += memoryview(buf)[pos:]
+            self._bytesCopied += end - pos
+        self._need = need
+        self._current = current
+        self._remaining = remaining
+        return results
