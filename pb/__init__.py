@@ -68,6 +68,7 @@ from .jelly import (
     setUnjellyableForClass,
     setUnjellyableForClassTree,
 )
+from .live import LiveDict, LiveDictMirror, LiveList, LiveListMirror, applyDelta
 from .login import AsReferenceable, Avatar, IPerspective, Perspective, Realm, challenge, respond
 
 setCopierForClass = setUnjellyableForClass
@@ -98,6 +99,10 @@ __all__ = [
     "InsecureJelly",
     "JellyError",
     "Jellyable",
+    "LiveDict",
+    "LiveDictMirror",
+    "LiveList",
+    "LiveListMirror",
     "LoginFailed",
     "NoSuchMethod",
     "PBClientFactory",
@@ -121,6 +126,7 @@ __all__ = [
     "UnsafeValue",
     "ViewPoint",
     "Viewable",
+    "applyDelta",
     "challenge",
     "connect",
     "getObjectAt",

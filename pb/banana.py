@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 __all__ = [
@@ -85,9 +85,10 @@ PB_VOCABULARY: dict[bytes, int] = {
 
 SIZE_LIMIT = 640 * 1024
 PREFIX_LIMIT = 64
-MAX_DEPTH = 400
+MAX_DEPTH = 200
 
-# Type bytes.
+# Type bytes. The decoder's loop spells them as literals, which are faster to
+# compare with than globals.
 _LIST = 0x80
 _INT = 0x81
 _STRING = 0x82
@@ -97,8 +98,9 @@ _LONGINT = 0x85
 _LONGNEG = 0x86
 _VOCAB = 0x87
 
-# Twisted sends non-negative ints up to this as INT, larger ones as LONGINT, and
-# negative ints down to -(this + 1) as NEG, smaller ones as LONGNEG.
+# Twisted sends ints in this range as INT or NEG, larger ones as LONGINT and
+# smaller ones as LONGNEG.
+_SMALLEST_INT = -(2**31)
 _LARGEST_INT = 2**31 - 1
 
 _packFloat = struct.Struct("!d").pack
@@ -171,7 +173,7 @@ def _intToken(value: int, largest: int, prefixLimit: int) -> bytes:
             f"int of {value.bit_length()} bits exceeds the prefix limit of "
             f"{prefixLimit} bytes ({7 * prefixLimit} bits)"
         )
-    return int2b128(-value) + bytes((_NEG if value > -_LARGEST_INT - 2 else _LONGNEG,))
+    return int2b128(-value) + bytes((_NEG if value >= _SMALLEST_INT else _LONGNEG,))
 
 
 def _vocabToken(number: int) -> bytes:
@@ -181,7 +183,13 @@ def _vocabToken(number: int) -> bytes:
     return int2b128(number) + bytes((_VOCAB,))
 
 
-def _scalarToken(obj: object, largest: int, prefixLimit: int, sizeLimit: int) -> bytes | None:
+def _scalarToken(
+    obj: object,
+    vocabularyGet: Callable[[bytes], int | None],
+    largest: int,
+    prefixLimit: int,
+    sizeLimit: int,
+) -> bytes | None:
     """
     Encode an instance of a subclass of L{int}, L{float} or L{bytes} the way
     Twisted's C{isinstance} checks accept it (C{True} is sent as the int 1), or
@@ -196,6 +204,9 @@ def _scalarToken(obj: object, largest: int, prefixLimit: int, sizeLimit: int) ->
     if isinstance(obj, float):
         return _FLOAT_TYPE + _packFloat(obj)
     if isinstance(obj, bytes):
+        number = vocabularyGet(obj)
+        if number is not None:
+            return _vocabToken(number)
         return _stringHeader(len(obj), sizeLimit) + obj
     kind = type(obj)
     raise BananaError(f"Banana cannot send {kind.__module__}.{kind.__qualname__} objects")
@@ -238,6 +249,8 @@ def encode(
         raise ValueError(f"prefixLimit must be at least 1, not {prefixLimit}")
     largest = (1 << (7 * prefixLimit)) - 1
     vocabularyGet = (vocabulary if vocabulary is not None else {}).get
+    # Sizes below this have cached headers and are within the size limit.
+    cachedSizes = min(_CACHED, sizeLimit + 1)
     smallInts = _SMALL_INTS.get
     stringHeaders = _STRING_HEADERS
     listHeaders = _LIST_HEADERS
@@ -246,6 +259,7 @@ def encode(
     floatType = _FLOAT_TYPE
     pieces: list[bytes] = []
     append = pieces.append
+    joined: list[bytes] = []
     # The iterators of the enclosing lists; its length is the current depth.
     stack: list[Iterator[Any]] = []
     items: Iterator[Any] = iter((obj,))
@@ -259,7 +273,7 @@ def encode(
                     continue
                 size = len(item)
                 append(
-                    stringHeaders[size] if size < _CACHED else _stringHeader(size, sizeLimit)
+                    stringHeaders[size] if size < cachedSizes else _stringHeader(size, sizeLimit)
                 )
                 append(item)
                 continue
@@ -272,7 +286,7 @@ def encode(
                 append(packFloat(item))
                 continue
             if kind is not list and kind is not tuple:
-                token = _scalarToken(item, largest, prefixLimit, sizeLimit)
+                token = _scalarToken(item, vocabularyGet, largest, prefixLimit, sizeLimit)
                 if token is not None:
                     append(token)
                     continue
@@ -282,7 +296,7 @@ def encode(
                     f"lists nested {len(stack) + 1} deep exceed the depth limit of {maxDepth}"
                 )
             size = len(item)
-            if size < _CACHED:
+            if size < cachedSizes:
                 append(listHeaders[size])
             elif size > sizeLimit:
                 raise BananaTooLarge(f"list of {size} items exceeds the size limit of {sizeLimit}")
@@ -294,8 +308,16 @@ def encode(
                 break
         else:
             if not stack:
+                if joined:
+                    joined.append(b"".join(pieces))
+                    return b"".join(joined)
                 return b"".join(pieces)
             items = stack.pop()
+            if len(pieces) > 4096:
+                # Joining a big message's pieces as it goes keeps them few and
+                # in cache, which is faster than joining them all at the end.
+                joined.append(b"".join(pieces))
+                pieces.clear()
 
 
 class Decoder:
@@ -356,9 +378,10 @@ class Decoder:
         """
         self._vocabulary = dict(vocabulary) if vocabulary is not None else {}
 
-    def feed(self, data: bytes) -> list[object]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[object]:
         """
-        Decode another chunk of the stream.
+        Decode another chunk of the stream. Strings are decoded as L{bytes}
+        whatever type of buffer the chunk is.
 
         @return: the top-level expressions completed by this chunk, in order.
 
@@ -436,16 +459,12 @@ class Decoder:
                     number = 0
                     pos += 1
             except IndexError:
-                # The buffer ends within a prefix; every byte from start on is
-                # a prefix byte.
-                if end - start > prefixLimit:
-                    raise BananaError(
-                        f"token has more than the limit of {prefixLimit} prefix bytes"
-                    )
+                # The buffer ends within a prefix no longer than the limit (the
+                # match above refuses longer ones).
                 pos = start
                 need = end - start + 1
                 break
-            if kind == _STRING:
+            if kind == 0x82:  # STRING
                 if number > sizeLimit:
                     raise BananaError(
                         f"string of {number} bytes exceeds the size limit of {sizeLimit}"
@@ -457,7 +476,7 @@ class Decoder:
                     break
                 item = buf[pos:stop]
                 pos = stop
-            elif kind == _LIST:
+            elif kind == 0x80:  # LIST
                 if number > sizeLimit:
                     raise BananaError(
                         f"list of {number} items exceeds the size limit of {sizeLimit}"
@@ -472,9 +491,9 @@ class Decoder:
                     remaining = number
                     continue
                 item = []
-            elif kind == _INT:
+            elif kind == 0x81:  # INT
                 item = number
-            elif kind == _VOCAB:
+            elif kind == 0x87:  # VOCAB
                 word = vocabulary.get(number)
                 if word is None:
                     if vocabulary:
@@ -483,7 +502,7 @@ class Decoder:
                         f"vocabulary number {number} received without a vocabulary"
                     )
                 item = word
-            elif kind == _FLOAT:
+            elif kind == 0x84:  # FLOAT
                 # Twisted ignores a float's prefix; so does this.
                 stop = pos + 8
                 if stop > end:
@@ -492,9 +511,9 @@ class Decoder:
                     break
                 item = unpackFloat(buf, pos)[0]
                 pos = stop
-            elif kind == _NEG or kind == _LONGNEG:
+            elif kind == 0x83 or kind == 0x86:  # NEG, LONGNEG
                 item = -number
-            elif kind == _LONGINT:
+            elif kind == 0x85:  # LONGINT
                 item = number
             else:
                 raise BananaError(f"invalid type byte 0x{kind:02x}")

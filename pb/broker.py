@@ -47,6 +47,7 @@ from .flavors import (
     GenericRemoteCache,
     RemoteCacheObserver,
 )
+from .introspect import DESCRIBE, describe
 from .jelly import (
     BASE_ATOMS,
     DEFAULT_REGISTRY,
@@ -314,7 +315,10 @@ def _unjellyRemote(unjellier: Unjellier, exp: list[Any]) -> RemoteReference:
     if len(exp) != 2:
         raise InsecureJelly("malformed remote reference")
     broker: Broker = unjellier.invoker
-    return RemoteReference(broker.unserializingPerspective, broker, exp[1], True)
+    ref = RemoteReference(broker.unserializingPerspective, broker, exp[1], True)
+    if broker._holding is not None:
+        broker._holding.append(ref)
+    return ref
 
 
 def _unjellyLocal(unjellier: Unjellier, exp: list[Any]) -> Any:
@@ -404,9 +408,15 @@ class Broker(Protocol):
         self._localCleanup: dict[Any, Callable[[], Any]] = {}
         self.currentRequestID = 0
         self.currentLocalID = 0
+        self.callsReceived = 0
         self.serializingPerspective: Any = None
         self.unserializingPerspective: Any = None
         self._lent: list[tuple[str, Any]] | None = None
+        self._unsent: dict[int, tuple[Any, list[tuple[str, Any]]]] = {}
+        self._lastLent: list[tuple[str, Any]] = []
+        # References that arrived in the call being dispatched: kept alive
+        # until its answer is sent, so their decrefs cannot overtake it.
+        self._holding: list[RemoteReference] | None = None
 
     def __repr__(self) -> str:
         side = "client" if self.isClient else "server"
@@ -549,6 +559,7 @@ class Broker(Protocol):
         for cache in self.locallyCachedObjects.values():
             cache.broker = None
         self.locallyCachedObjects = {}
+        self._unsent = {}
 
     def notifyOnDisconnect(self, notifier: Callable[[], Any]) -> None:
         """
@@ -662,9 +673,10 @@ class Broker(Protocol):
         """
         Forget a cache that was never sent (its serialization failed).
         """
-        lobj = self.remotelyCachedObjects.pop(luid, None)
+        lobj = self.remotelyCachedObjects.get(luid)
         if lobj is not None:
-            self.remotelyCachedLUIDs.pop(lobj.object.processUniqueID(), None)
+            lobj.refcount = 1
+            self._giveBack([("cache", luid)])
 
     def cacheLocally(self, cid: Any, instance: Any) -> None:
         self.locallyCachedObjects[cid] = instance
@@ -706,10 +718,25 @@ class Broker(Protocol):
             return object.addCallback(self.serialize, perspective)
         previous = self.serializingPerspective
         self.serializingPerspective = perspective
+        outer = self._lent
+        lent: list[tuple[str, Any]] = []
+        self._lent = lent
         try:
-            return Jellier(self, self.registry).jelly(object)
+            sexp = Jellier(self, self.registry).jelly(object)
+        except BaseException:
+            self._giveBack(lent)
+            raise
         finally:
+            self._lent = outer
             self.serializingPerspective = previous
+        if lent:
+            if outer is not None:
+                outer.extend(lent)
+            else:
+                # Serialized outside a message (a remote method's result):
+                # remembered until the answer carrying it is sent or fails.
+                self._unsent[id(sexp)] = (sexp, lent)
+        return sexp
 
     def unserialize(self, sexp: Any, perspective: Any = None) -> Any:
         """
@@ -734,9 +761,14 @@ class Broker(Protocol):
 
     def _endLending(self, success: bool) -> None:
         lent, self._lent = self._lent or [], None
-        if success:
-            return
-        # Nothing was sent: give back what this message would have lent.
+        self._lastLent = lent if success else []
+        if not success:
+            self._giveBack(lent)
+
+    def _giveBack(self, lent: list[tuple[str, Any]]) -> None:
+        """
+        Nothing was sent: give back what a message would have lent.
+        """
         for kind, luid in reversed(lent):
             table = self.localObjects if kind == "ref" else self.remotelyCachedObjects
             lobj = table.get(luid)
@@ -750,12 +782,29 @@ class Broker(Protocol):
                     self.luids.pop(puid, None)
                 else:
                     self.remotelyCachedLUIDs.pop(puid, None)
+                    # The cacheable handed out an observer for this message;
+                    # the peer will never hold the cache, so it stops now.
+                    cacheable = lobj.object
+                    try:
+                        cacheable.stoppedObserving(
+                            lobj.perspective,
+                            RemoteCacheObserver(self, cacheable, lobj.perspective),
+                        )
+                    except Exception:
+                        self._log.failure("in stoppedObserving")
 
-    def _encodeMessage(self, build: Callable[[], list[Any]]) -> bytes:
+    def _encodeMessage(self, build: Callable[[], list[Any]], carried: Any = None) -> bytes:
         """
         Serialize and encode one message, or raise with nothing lent.
+
+        @param carried: an s-expression serialized earlier that the message
+            carries: what it lent is given back too if the message fails.
         """
         self._beginLending()
+        if carried is not None:
+            earlier = self._unsent.pop(id(carried), None)
+            if earlier is not None and self._lent is not None:
+                self._lent.extend(earlier[1])
         success = False
         try:
             data = self._encode(build())
@@ -763,6 +812,8 @@ class Broker(Protocol):
             return data
         except JellyError as e:
             raise UnsafeValue(str(e)) from None
+        except UnicodeEncodeError as e:
+            raise UnsafeValue(f"a string cannot be encoded as UTF-8: {e}") from None
         except RecursionError:
             raise TooLarge("value nested too deeply to send") from None
         finally:
@@ -805,6 +856,14 @@ class Broker(Protocol):
         except Exception:
             return fail()
         d: Deferred[Any] = Deferred(lambda _: self._cancelled(requestID))
+        pinned = [luid for kind, luid in self._lastLent if kind == "ref"]
+        if pinned:
+            # Objects lent in a call stay ours until its answer arrives: a
+            # peer (Twisted's) may send its decref before an answer that
+            # names the object again.
+            for luid in pinned:
+                self.localObjects[luid].refcount += 1
+            d.addBoth(self._unpin, pinned)
         self.waitingForAnswers[requestID] = d
         if timeout is _noTimeout:
             timeout = self.options.callTimeout
@@ -814,6 +873,15 @@ class Broker(Protocol):
             )
         self.transport.write(data)  # type: ignore[union-attr]
         return d
+
+    def _unpin(self, result: Any, pinned: list[Any]) -> Any:
+        for luid in pinned:
+            lobj = self.localObjects.get(luid)
+            if lobj is not None:
+                lobj.refcount -= 1
+                if lobj.refcount <= 0:
+                    self.unregisterReference(luid)
+        return result
 
     def _forget(self, requestID: int) -> Deferred[Any] | None:
         timer = self._timeouts.pop(requestID, None)
@@ -834,7 +902,15 @@ class Broker(Protocol):
         d = self._forget(requestID)
         try:
             result = self.unserialize(netResult)
-        except UnsafeValue:
+        except ProtocolError:
+            # The call fails before the connection closes: its Deferred is
+            # no longer in waitingForAnswers, so connectionLost cannot fail it.
+            if d is not None:
+                d.errback()
+            raise
+        except Exception:
+            # Whatever stops the answer being rebuilt (a refused type, a value
+            # nested too deeply for this side) fails this call only.
             if d is not None:
                 d.errback()
             return
@@ -845,7 +921,11 @@ class Broker(Protocol):
         d = self._forget(requestID)
         try:
             value = self.unserialize(fail)
-        except UnsafeValue:
+        except ProtocolError:
+            if d is not None:
+                d.errback()
+            raise
+        except Exception:
             if d is not None:
                 d.errback()
             return
@@ -879,21 +959,31 @@ class Broker(Protocol):
                      message: Any, answerRequired: int, netArgs: Any, netKw: Any) -> None:
         if type(requestID) is not int or not isinstance(message, bytes):
             raise ProtocolError("malformed message")
+        self.callsReceived += 1
+        held: list[RemoteReference] = []
+        outer, self._holding = self._holding, held
         try:
             name = message.decode("utf-8")
             obj = find(objectID) if isinstance(objectID, (int, bytes)) else None
             if obj is None:
                 raise Error("Invalid Object ID")
-            netResult = obj.remoteMessageReceived(self, name, netArgs, netKw)
+            if name == DESCRIBE:
+                netResult = self.serialize(describe(obj))
+            else:
+                netResult = obj.remoteMessageReceived(self, name, netArgs, netKw)
         except Exception:
             if answerRequired:
                 self._sendFailure(Failure(), requestID)
             else:
                 self._logUnexpected(Failure())
             return
+        finally:
+            self._holding = outer
         if not answerRequired:
             if isinstance(netResult, Deferred):
-                netResult.addErrback(self._logUnexpected)
+                netResult.addCallbacks(self._discardResult, self._logUnexpected)
+            else:
+                self._discardResult(netResult)
             return
         if isinstance(netResult, Deferred):
             netResult.addCallbacks(
@@ -901,15 +991,21 @@ class Broker(Protocol):
                 self._sendFailure,
                 callbackArgs=(requestID,),
                 errbackArgs=(requestID,),
-            ).addErrback(self._logUnexpected)
+            ).addErrback(self._logUnexpected).addBoth(_release, held)
         else:
             self._sendAnswer(netResult, requestID)
+        del held
+
+    def _discardResult(self, netResult: Any) -> None:
+        earlier = self._unsent.pop(id(netResult), None)
+        if earlier is not None:
+            self._giveBack(earlier[1])
 
     def _sendAnswer(self, netResult: Any, requestID: int) -> None:
         if self.disconnected:
             return
         try:
-            data = self._encodeMessage(lambda: [b"answer", requestID, netResult])
+            data = self._encodeMessage(lambda: [b"answer", requestID, netResult], netResult)
         except Exception:
             self._sendFailure(Failure(), requestID)
             return
@@ -1000,6 +1096,11 @@ Broker._handlers = {
     for name, method in vars(Broker).items()
     if name.startswith("proto_")
 }
+
+
+def _release(result: Any, held: list[Any]) -> Any:
+    held.clear()
+    return result
 
 
 def _reasonText(reason: Any) -> str:

@@ -486,6 +486,10 @@ class Unjellier:
 
     def unjellyFull(self, obj: Any) -> Any:
         result = self.unjelly(obj)
+        if self._placeholders:
+            for refid, value in self.references.items():
+                if isinstance(value, NotKnown) and not getattr(value, "resolved", False):
+                    raise InsecureJelly(f"dereference of undefined reference {refid}")
         for callback in self.postCallbacks:
             callback()
         return result
@@ -687,6 +691,8 @@ class Unjellier:
         refid = exp[1]
         known = self.references.get(refid)
         if known is not None:
+            if isinstance(known, NotKnown) and getattr(known, "resolved", False):
+                return known.resolvedObject
             return known
         self._placeholders = True
         placeholder = _Dereference(refid)

@@ -207,6 +207,8 @@ class _PortalWrapper(Referenceable, _AvatarLender):
     The root object of a server with a portal: login happens through me.
     """
 
+    _pbLogin = True
+
     def __init__(self, portal: Portal, broker: Any) -> None:
         self.portal = portal
         self.broker = broker
