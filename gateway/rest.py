@@ -1,0 +1,399 @@
+"""
+The REST bridge: a Klein application turning JSON requests into PB calls.
+
+Every route answers JSON.  Errors are L{GatewayError}s, turned into
+C{{"error": {"type", "message", "code"}}} with their HTTP status by the one
+handler here (L{_respond}).  Sessions and handles live in the
+L{SessionTable}; values cross through the shared codec.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from io import BytesIO
+from typing import Any
+
+from autobahn.twisted.resource import WebSocketResource
+from klein import Klein
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+from twisted.web.server import Request, Site
+from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
+from werkzeug.exceptions import NotFound as WerkzeugNotFound
+
+from .codec import dumps, loads, pbFromJSON
+from .errors import (
+    BadRequest,
+    BrokerUnavailable,
+    Forbidden,
+    GatewayError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    errorFromFailure,
+)
+from .metrics import Metrics
+from .openapi import openAPIDocument
+from .sessions import GatewayOptions, Session, SessionTable
+from .sse import EventStream
+from .sse import lastEventID as _lastEventID
+from .websocket import GatewayWebSocketFactory
+
+__all__ = ["GatewayAPI", "LimitedRequest", "makeSite"]
+
+_METHOD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_ROOT_LOGIN_METHODS = frozenset({"login", "loginAnonymous"})
+
+Handler = Callable[..., Awaitable[Any]]
+
+
+def _bearer(request: IRequest) -> str | None:
+    raw = request.getHeader(b"authorization")
+    if raw is not None:
+        header = raw.decode("latin-1") if isinstance(raw, bytes) else raw
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+        return None
+    tokens = request.args.get(b"token")
+    if tokens:
+        return str(tokens[0].decode("utf-8", "replace"))
+    return None
+
+
+def _methodName(method: str) -> str:
+    if not _METHOD_NAME.match(method):
+        raise NotFound(f"no method {method!r}: method names are identifiers", "no_such_method")
+    return method
+
+
+def _readBody(request: IRequest) -> Any:
+    body = request.content.read() if request.content is not None else b""
+    if not body.strip():
+        return None
+    return loads(body)
+
+
+def _callArguments(body: Any, handles: Any) -> tuple[list[Any], dict[str, Any]]:
+    """
+    Positional and keyword arguments from a call's body: nothing, a JSON
+    array of arguments, or C{{"args": [...], "kwargs": {...}}}.
+    """
+    if body is None:
+        return [], {}
+    if isinstance(body, list):
+        args, kwargs = body, {}
+    elif isinstance(body, dict):
+        unknown = set(body) - {"args", "kwargs"}
+        if unknown:
+            raise BadRequest(
+                f"a call's body takes \"args\" and \"kwargs\", not {sorted(unknown)}", "bad_shape"
+            )
+        args = body.get("args", [])
+        kwargs = body.get("kwargs", {})
+        if not isinstance(args, list) or not isinstance(kwargs, dict):
+            raise BadRequest('"args" is an array and "kwargs" an object', "bad_shape")
+    else:
+        raise BadRequest("a call's body is an array of arguments or an object", "bad_shape")
+    for name in kwargs:
+        if not _METHOD_NAME.match(name):
+            raise BadRequest(f"keyword argument names are identifiers, not {name!r}", "bad_shape")
+    return pbFromJSON(args, handles), pbFromJSON(kwargs, handles)
+
+
+_app = Klein()
+
+
+def _route(path: str, methods: list[str], name: str) -> Callable[[Handler], Any]:
+    """
+    Route a JSON handler: its result (or L{GatewayError}) is answered by
+    L{GatewayAPI._respond}, the one error handler of this transport.
+    """
+
+    def decorate(handler: Handler) -> Any:
+        @_app.route(path, methods=methods)
+        @wraps(handler)
+        def endpoint(self: GatewayAPI, request: IRequest, **kwargs: Any) -> Deferred[bytes]:
+            return Deferred.fromCoroutine(self._respond(name, handler, request, kwargs))
+
+        return endpoint
+
+    return decorate
+
+
+class GatewayAPI:
+    """
+    The gateway's HTTP API.  C{GatewayAPI(table, options).app.resource()} is
+    the Twisted resource to serve.
+    """
+
+    app = _app
+    log = Logger()
+
+    def __init__(self, table: SessionTable, options: GatewayOptions,
+                 metrics: Metrics | None = None) -> None:
+        self.table = table
+        self.options = options
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.metrics.gauge("pbgw_sessions", "Open sessions.", lambda: len(table.sessions))
+        self.metrics.gauge("pbgw_handles", "Reference and cache handles held.", table.handleCount)
+        self.metrics.labelledCounter(
+            "pbgw_pb_calls_total", "PB calls by outcome.", lambda: table.callsByOutcome, "outcome"
+        )
+        self._rootIsLogin: bool | None = None
+        self.webSocketFactory = GatewayWebSocketFactory(table, table.reactor)
+
+    # -- the one error handler --------------------------------------------
+
+    async def _respond(
+        self, name: str, handler: Handler, request: IRequest, kwargs: dict[str, Any]
+    ) -> bytes:
+        started = time.perf_counter()
+        status = 200
+        try:
+            result = await handler(self, request, **kwargs)
+        except GatewayError as e:
+            status, result = e.status, {"error": e.asJSON()}
+        except Exception:
+            from twisted.python.failure import Failure
+
+            failure = Failure()
+            error = errorFromFailure(failure, self.options.debug)
+            if error.status >= 500 and error.type == "internal_error":
+                self.log.failure("Unexpected error in {route}", failure, route=name)
+            status, result = error.status, {"error": error.asJSON()}
+        request.setResponseCode(status)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        if status == 401:
+            request.setHeader(b"www-authenticate", b'Bearer realm="pb-gateway"')
+        self.metrics.observeRequest(
+            request.method.decode("ascii", "replace"), name, status,
+            time.perf_counter() - started,
+        )
+        if isinstance(result, bytes):
+            return result
+        return dumps(result)
+
+    def session(self, request: IRequest) -> Session:
+        return self.table.get(_bearer(request))
+
+    # -- sessions ---------------------------------------------------------
+
+    @_route("/api/login", ["POST"], "login")
+    async def login(self, request: IRequest) -> Any:
+        body = _readBody(request)
+        if not isinstance(body, dict):
+            raise BadRequest(
+                'log in with {"username": ..., "password": ...} or {"anonymous": true}',
+                "bad_login",
+            )
+        unknown = set(body) - {"username", "password", "anonymous", "mind"}
+        if unknown:
+            raise BadRequest(f"login does not take {sorted(unknown)}", "bad_login")
+        anonymous = body.get("anonymous", False)
+        if not isinstance(anonymous, bool):
+            raise BadRequest('"anonymous" is true or false', "bad_login")
+        session = await self.table.login(body.get("username"), body.get("password"), anonymous)
+        return {
+            "token": session.token,
+            "expires_in": self.options.sessionIdleTimeout,
+            "methods": session.methods,
+        }
+
+    @_route("/api/logout", ["POST"], "logout")
+    async def logout(self, request: IRequest) -> Any:
+        self.session(request).end("logged out")
+        return {"result": None}
+
+    # -- calls ------------------------------------------------------------
+
+    @_route("/api/call/<method>", ["POST"], "call")
+    async def call(self, request: IRequest, method: str) -> Any:
+        session = self.session(request)
+        args, kwargs = _callArguments(_readBody(request), session)
+        return {"result": await session.call(_methodName(method), args, kwargs)}
+
+    @_route("/api/root/<method>", ["POST"], "root")
+    async def callRoot(self, request: IRequest, method: str) -> Any:
+        method = _methodName(method)
+        args, kwargs = _callArguments(_readBody(request), None)
+        root = await self.table.rootObject()
+        if method in _ROOT_LOGIN_METHODS or await self._isLoginRoot(root):
+            raise Forbidden(
+                "the broker's root object is its login: use POST /api/login", "login_root"
+            )
+        from .codec import jsonFromPB
+
+        result = await self.table.callRemote(root, method, args, kwargs)
+        return {"result": jsonFromPB(result, None)}
+
+    async def _isLoginRoot(self, root: Any) -> bool:
+        if self._rootIsLogin is None:
+            from pb.introspect import describeRemote
+
+            try:
+                description = await describeRemote(root, timeout=self.options.callTimeout)
+            except Exception:
+                return False
+            self._rootIsLogin = description is not None and description.get("kind") == "login"
+        return self._rootIsLogin
+
+    @_route("/api/refs/<handle>/<method>", ["POST"], "ref_call")
+    async def callRef(self, request: IRequest, handle: str, method: str) -> Any:
+        session = self.session(request)
+        args, kwargs = _callArguments(_readBody(request), session)
+        return {"result": await session.callRef(handle, _methodName(method), args, kwargs)}
+
+    @_route("/api/refs/<handle>", ["DELETE"], "ref_release")
+    async def releaseRef(self, request: IRequest, handle: str) -> Any:
+        self.session(request).releaseRef(handle)
+        return {"result": None}
+
+    @_route("/api/caches/<handle>", ["GET"], "cache_get")
+    async def getCache(self, request: IRequest, handle: str) -> Any:
+        return self.session(request).mirror(handle).snapshot()
+
+    @_route("/api/caches/<handle>", ["DELETE"], "cache_release")
+    async def releaseCache(self, request: IRequest, handle: str) -> Any:
+        self.session(request).releaseCache(handle)
+        return {"result": None}
+
+    @_route("/api/describe", ["GET"], "describe")
+    async def describe(self, request: IRequest) -> Any:
+        from pb.introspect import describeRemote
+
+        if _bearer(request) is not None:
+            target = self.session(request).avatar
+        else:
+            target = await self.table.rootObject()
+        try:
+            description = await describeRemote(target, timeout=self.options.callTimeout)
+        except Exception:
+            from twisted.python.failure import Failure
+
+            raise errorFromFailure(Failure(), self.options.debug) from None
+        return {"result": description}
+
+    # -- operations -------------------------------------------------------
+
+    @_route("/healthz", ["GET"], "healthz")
+    async def healthz(self, request: IRequest) -> Any:
+        return {"status": "ok"}
+
+    @_route("/readyz", ["GET"], "readyz")
+    async def readyz(self, request: IRequest) -> Any:
+        if await self.table.ready():
+            return {"status": "ready"}
+        raise BrokerUnavailable("the broker is not reachable")
+
+    @_route("/metrics", ["GET"], "metrics")
+    async def metricsText(self, request: IRequest) -> Any:
+        request.setHeader(b"content-type", b"text/plain; version=0.0.4")
+        return self.metrics.render().encode("utf-8")
+
+    @_route("/api/openapi.json", ["GET"], "openapi")
+    async def openapi(self, request: IRequest) -> Any:
+        methods = None
+        if _bearer(request) is not None:
+            methods = self.session(request).methods
+        return openAPIDocument(methods)
+
+    # -- streams ----------------------------------------------------------
+
+    @_app.route("/ws", methods=["GET"])
+    def websocket(self, request: IRequest) -> Any:
+        return WebSocketResource(self.webSocketFactory)
+
+    @_app.route("/api/caches/<handle>/events", methods=["GET"])
+    def events(self, request: IRequest, handle: str) -> Any:
+        try:
+            session = self.session(request)
+            mirror = session.mirror(handle)
+            since = _lastEventID(request)
+        except GatewayError as e:
+            return self._errorNow(request, e, "cache_events")
+        self.metrics.observeRequest("GET", "cache_events", 200, 0.0)
+        return EventStream(request, session, mirror, since, self.table.clock,
+                           self.options).done
+
+    # -- unknown routes ---------------------------------------------------
+
+    @_app.handle_errors(WerkzeugNotFound)
+    def notFound(self, request: IRequest, failure: Any) -> bytes:
+        return self._errorNow(request, NotFound("no such route", "no_route"), "unknown")
+
+    @_app.handle_errors(WerkzeugMethodNotAllowed)
+    def notAllowed(self, request: IRequest, failure: Any) -> bytes:
+        allowed = getattr(failure.value, "valid_methods", None) or []
+        if allowed:
+            request.setHeader(b"allow", ", ".join(allowed).encode("ascii"))
+        error = MethodNotAllowed(
+            f"{request.method.decode('ascii', 'replace')} is not allowed here", "method_not_allowed"
+        )
+        return self._errorNow(request, error, "unknown")
+
+    def _errorNow(self, request: IRequest, error: GatewayError, name: str) -> bytes:
+        request.setResponseCode(error.status)
+        request.setHeader(b"content-type", b"application/json")
+        self.metrics.observeRequest(request.method.decode("ascii", "replace"), name, error.status, 0.0)
+        return dumps({"error": error.asJSON()})
+
+
+class LimitedRequest(Request):
+    """
+    A request whose body may not exceed the site's C{maxBodySize}: a larger
+    one is discarded as it arrives and answered with 413, unrouted.
+    """
+
+    maxBodySize = 1024 * 1024
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._bodySize = 0
+        self._tooLarge = False
+
+    def gotLength(self, length: int | None) -> None:
+        limit = getattr(self.channel.site, "maxBodySize", self.maxBodySize)  # type: ignore[attr-defined]
+        if length is not None and length > limit:
+            self._tooLarge = True
+            self.content = BytesIO()
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._tooLarge:
+            return
+        limit = getattr(self.channel.site, "maxBodySize", self.maxBodySize)  # type: ignore[attr-defined]
+        self._bodySize += len(data)
+        if self._bodySize > limit:
+            self._tooLarge = True
+            self.content = BytesIO()
+            return
+        super().handleContentChunk(data)
+
+    def process(self) -> None:
+        if self._tooLarge:
+            limit = getattr(self.channel.site, "maxBodySize", self.maxBodySize)  # type: ignore[attr-defined]
+            error = PayloadTooLarge(f"the body exceeds {limit} bytes", "body_too_large")
+            self.setResponseCode(413)
+            self.setHeader(b"content-type", b"application/json")
+            self.setHeader(b"connection", b"close")
+            self.write(dumps({"error": error.asJSON()}))
+            self.finish()
+            return
+        super().process()
+
+
+def makeSite(resource: Any, options: GatewayOptions) -> Site:
+    """
+    The HTTP site serving C{resource}: no form parsing, bodies limited.
+    """
+    site = Site(resource, requestFactory=LimitedRequest, parsePOSTFormSubmission=False)
+    site.maxBodySize = options.maxBodySize  # type: ignore[attr-defined]
+    site.displayTracebacks = options.debug
+    return site

@@ -1,0 +1,550 @@
+"""
+Sessions: one PB connection per web login, with its avatar and handles.
+
+PB ties an avatar's logout and the state of its caches to the connection, so
+every gateway session owns one connection to the broker and logs in there
+with the web user's own credentials (the gateway keeps no user database).
+The session lends handles for the references and caches its calls return;
+handles are unguessable, scoped to the session, and die with it.
+
+Transports (REST, WebSocket, SSE) ask the L{SessionTable}, never each other.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.cred.credentials import Anonymous, UsernamePassword
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import clientFromString
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+import pb
+from pb.introspect import describeRemote
+from pb.live import applyDelta
+
+from .codec import jsonFromPB
+from .errors import (
+    BadRequest,
+    BrokerUnavailable,
+    CallTimedOut,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+    errorFromFailure,
+)
+
+__all__ = ["CacheMirror", "GatewayOptions", "Session", "SessionTable"]
+
+BROKER_LOST = "broker connection lost"
+LIVE_TYPES = frozenset({"pb.live.LiveDict", "pb.live.LiveList"})
+_CALL_REMOTE_NAMES = frozenset({"self", "_name", "_timeout"})
+
+
+@attrs.frozen
+class GatewayOptions:
+    """
+    How a gateway reaches its broker and what it allows its users.
+
+    @ivar broker: the broker's client endpoint string.
+    @ivar sessionIdleTimeout: seconds without a request before a session ends.
+    @ivar callTimeout: seconds a PB call may take.
+    @ivar connectTimeout: seconds to connect and log in to the broker.
+    @ivar maxBodySize: the largest request body, in bytes.
+    @ivar maxHandles: references and caches one session may hold.
+    @ivar updateBuffer: cache updates kept per cache for resuming streams.
+    @ivar gatewayName: names this gateway in its tokens (for sticky routing).
+    @ivar debug: send tracebacks to callers.
+    @ivar allowedOrigins: browser origins allowed to open WebSockets besides
+        the gateway's own (C{"*"}: any).
+    @ivar maxMessageSize: the largest WebSocket frame or message (close 1009).
+    @ivar maxInFlight: unanswered requests one socket may have.
+    @ivar sendBufferSoft: bytes queued for a slow client before its cache
+        updates are replaced by a resync snapshot.
+    @ivar sendBufferHard: bytes queued before a slow client is disconnected.
+    @ivar pingInterval: seconds between WebSocket pings (0: none).
+    @ivar pingTimeout: seconds a ping may go unanswered before the socket is
+        dropped.
+    @ivar sseKeepAlive: seconds between SSE keep-alive comments.
+    """
+
+    broker: str = "tcp:host=127.0.0.1:port=8800"
+    sessionIdleTimeout: float = 900.0
+    callTimeout: float = 30.0
+    connectTimeout: float = 10.0
+    maxBodySize: int = 1024 * 1024
+    maxHandles: int = 1000
+    updateBuffer: int = 256
+    gatewayName: str = "gw"
+    debug: bool = False
+    allowedOrigins: tuple[str, ...] = ()
+    maxMessageSize: int = 1024 * 1024
+    maxInFlight: int = 128
+    sendBufferSoft: int = 256 * 1024
+    sendBufferHard: int = 4 * 1024 * 1024
+    pingInterval: float = 20.0
+    pingTimeout: float = 10.0
+    sseKeepAlive: float = 15.0
+
+
+def _registry() -> pb.TypeRegistry:
+    # The gateway mirrors any service's values: every Copyable and Cacheable
+    # arrives as an inert generic holder, nothing is ever built from a class.
+    return pb.TypeRegistry(inherit=None, allowGeneric=True)
+
+
+class CacheMirror:
+    """
+    The gateway's mirror of one Cacheable a session holds.
+
+    Live objects (C{pb.live}) are mirrored exactly: their deltas are applied
+    to C{state} and C{seq} is theirs.  Other caches keep the state they
+    arrived with, and C{seq} counts the C{observe_*} events.  The last
+    C{updateBuffer} updates are kept so a stream can resume after C{seq}.
+    """
+
+    def __init__(self, session: Session, handle: str, cache: pb.GenericRemoteCache) -> None:
+        self.session = session
+        self.handle = handle
+        self.cache: pb.GenericRemoteCache | None = cache
+        self.typeName = cache.typeName
+        raw = cache.__dict__.get("state")
+        self.live = (
+            self.typeName in LIVE_TYPES
+            and isinstance(raw, dict)
+            and isinstance(raw.get("seq"), int)
+            and "value" in raw
+        )
+        if self.live:
+            assert isinstance(raw, dict)
+            self.value: Any = raw["value"]
+            self.seq: int = raw["seq"]
+        else:
+            self.value = raw
+            self.seq = 0
+        self.buffer: deque[dict[str, Any]] = deque(maxlen=session.options.updateBuffer)
+        self.subscribers: list[Callable[[CacheMirror, dict[str, Any]], Any]] = []
+        cache.addListener(self._event)
+
+    def _event(self, method: str, args: tuple[Any, ...], kw: dict[str, Any]) -> None:
+        if self.live:
+            try:
+                self.value = applyDelta(self.value, method, args)
+                self.seq = args[0]
+            except (ValueError, IndexError, KeyError, TypeError):
+                self.session.log.warn(
+                    "Cannot apply {method} to live object {handle}", method=method,
+                    handle=self.handle,
+                )
+                self.seq += 1
+        else:
+            self.seq += 1
+        update = {
+            "cache": self.handle,
+            "seq": self.seq,
+            "method": method,
+            "args": jsonFromPB(list(args), self.session),
+        }
+        if kw:
+            update["kwargs"] = jsonFromPB(kw, self.session)
+        self.buffer.append(update)
+        for subscriber in list(self.subscribers):
+            try:
+                subscriber(self, update)
+            except Exception:
+                self.session.log.failure("cache subscriber failed")
+
+    def snapshot(self) -> dict[str, Any]:
+        """
+        The JSON form of the mirrored cache.
+        """
+        return {
+            "$cache": self.handle,
+            "type": self.typeName,
+            "state": jsonFromPB(self.value, self.session),
+            "seq": self.seq,
+        }
+
+    def updatesSince(self, seq: int) -> list[dict[str, Any]] | None:
+        """
+        The buffered updates after C{seq}, or L{None} when some of them are
+        no longer buffered (the caller needs a snapshot).
+        """
+        if seq == self.seq:
+            return []
+        if seq > self.seq:
+            return None
+        missed = [update for update in self.buffer if update["seq"] > seq]
+        if not missed or missed[0]["seq"] != seq + 1:
+            return None
+        return missed
+
+    def release(self) -> None:
+        """
+        Stop mirroring: the broker sees the release (its stoppedObserving runs).
+        """
+        cache, self.cache = self.cache, None
+        if cache is not None:
+            cache.removeListener(self._event)
+        self.subscribers.clear()
+
+
+class Session:
+    """
+    One web login: its PB connection, avatar, and handle tables.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        table: SessionTable,
+        sessionID: str,
+        secret: str,
+        username: str | None,
+        factory: pb.PBClientFactory,
+        avatar: pb.RemoteReference,
+    ) -> None:
+        self.table = table
+        self.options = table.options
+        self.sessionID = sessionID
+        self.secret = secret
+        self.username = username
+        self.factory = factory
+        self.avatar = avatar
+        self.methods: list[dict[str, Any]] | None = None
+        self.refs: dict[str, pb.RemoteReference] = {}
+        self._refHandles: dict[Any, str] = {}
+        self.caches: dict[str, CacheMirror] = {}
+        self._cacheHandles: dict[Any, str] = {}
+        self.ended: str | None = None
+        self.endListeners: list[Callable[[Session, str], Any]] = []
+        self._expiry: IDelayedCall | None = None
+
+    @property
+    def token(self) -> str:
+        return f"{self.sessionID}.{self.secret}"
+
+    def touch(self) -> None:
+        """
+        The session was used: restart its idle timer.
+        """
+        if self._expiry is not None and self._expiry.active():
+            self._expiry.reset(self.options.sessionIdleTimeout)
+        elif self.ended is None:
+            self._expiry = self.table.clock.callLater(
+                self.options.sessionIdleTimeout, self.end, "expired"
+            )
+
+    # -- the Handles protocol of the codec -------------------------------
+
+    def _checkRoom(self) -> None:
+        if len(self.refs) + len(self.caches) >= self.options.maxHandles:
+            raise TooManyRequests(
+                f"a session holds at most {self.options.maxHandles} handles: release some",
+                "too_many_handles",
+            )
+
+    def handleForRef(self, ref: pb.RemoteReference) -> str:
+        handle = self._refHandles.get(ref.luid)
+        if handle is None:
+            self._checkRoom()
+            handle = "r" + secrets.token_urlsafe(12)
+            self.refs[handle] = ref
+            self._refHandles[ref.luid] = handle
+        return handle
+
+    def refForHandle(self, handle: str) -> pb.RemoteReference:
+        ref = self.refs.get(handle)
+        if ref is None:
+            raise NotFound(f"no reference {handle!r} in this session", "unknown_handle")
+        return ref
+
+    def cacheJSON(self, cache: pb.GenericRemoteCache) -> dict[str, Any]:
+        handle = self._cacheHandles.get(cache.luid)
+        if handle is None:
+            self._checkRoom()
+            handle = "c" + secrets.token_urlsafe(12)
+            self.caches[handle] = CacheMirror(self, handle, cache)
+            self._cacheHandles[cache.luid] = handle
+        return self.caches[handle].snapshot()
+
+    def cacheForHandle(self, handle: str) -> pb.GenericRemoteCache:
+        cache = self.mirror(handle).cache
+        if cache is None:
+            raise NotFound(f"no cache {handle!r} in this session", "unknown_handle")
+        return cache
+
+    def mirror(self, handle: str) -> CacheMirror:
+        mirror = self.caches.get(handle)
+        if mirror is None:
+            raise NotFound(f"no cache {handle!r} in this session", "unknown_handle")
+        return mirror
+
+    # -- calls ------------------------------------------------------------
+
+    def _alive(self) -> None:
+        if self.ended is not None:
+            raise BrokerUnavailable(f"this session has ended ({self.ended}); log in again")
+
+    async def call(self, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """
+        Call C{perspective_<method>} on the avatar; the JSON result.
+        """
+        return await self.callOn(self.avatar, method, args, kwargs)
+
+    async def callRef(
+        self, handle: str, method: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> Any:
+        """
+        Call C{remote_<method>} on a referenced object; the JSON result.
+        """
+        return await self.callOn(self.refForHandle(handle), method, args, kwargs)
+
+    async def callOn(
+        self, target: pb.RemoteReference, method: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> Any:
+        self._alive()
+        result = await self.table.callRemote(target, method, args, kwargs)
+        return jsonFromPB(result, self)
+
+    def releaseRef(self, handle: str) -> None:
+        """
+        Drop a reference: the broker sees the decref.
+        """
+        ref = self.refs.pop(handle, None)
+        if ref is None:
+            raise NotFound(f"no reference {handle!r} in this session", "unknown_handle")
+        self._refHandles.pop(ref.luid, None)
+
+    def releaseCache(self, handle: str) -> None:
+        """
+        Drop a cache: the broker's stoppedObserving runs.
+        """
+        mirror = self.caches.pop(handle, None)
+        if mirror is None:
+            raise NotFound(f"no cache {handle!r} in this session", "unknown_handle")
+        if mirror.cache is not None:
+            self._cacheHandles.pop(mirror.cache.luid, None)
+        mirror.release()
+
+    def end(self, reason: str) -> None:
+        """
+        End the session: release everything and close the PB connection (the
+        broker runs the avatar's logout).
+        """
+        if self.ended is not None:
+            return
+        self.ended = reason
+        if self._expiry is not None and self._expiry.active():
+            self._expiry.cancel()
+        self._expiry = None
+        self.table._forget(self, reason)
+        for handle in list(self.caches):
+            self.caches.pop(handle).release()
+        self.refs.clear()
+        self._refHandles.clear()
+        self._cacheHandles.clear()
+        self.factory.disconnect()
+        for listener in list(self.endListeners):
+            try:
+                listener(self, reason)
+            except Exception:
+                self.log.failure("session end listener failed")
+
+
+class SessionTable:
+    """
+    The gateway's sessions, by token, and the shared connection for calls
+    on the broker's root object.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, options: GatewayOptions) -> None:
+        self.reactor = reactor
+        self.clock = reactor
+        self.options = options
+        self.sessions: dict[str, Session] = {}
+        self._ended: OrderedDict[str, str] = OrderedDict()
+        self._rootFactory: pb.PBClientFactory | None = None
+        self.callsByOutcome: dict[str, int] = {}
+
+    # -- the broker link --------------------------------------------------
+
+    def newFactory(self) -> pb.PBClientFactory:
+        return pb.PBClientFactory(
+            security=_registry(),
+            options=pb.BrokerOptions(callTimeout=self.options.callTimeout),
+            clock=self.clock,
+        )
+
+    async def connect(self, factory: pb.PBClientFactory) -> pb.Broker:
+        """
+        Connect C{factory} to the broker within the connect timeout.
+        """
+        try:
+            endpoint = clientFromString(self.reactor, self.options.broker)
+        except (ValueError, TypeError, KeyError) as e:
+            raise BrokerUnavailable(f"bad broker endpoint {self.options.broker!r}: {e}") from None
+        connecting: Deferred[Any] = endpoint.connect(factory)
+        connecting.addTimeout(self.options.connectTimeout, self.clock)
+        try:
+            broker: pb.Broker = await connecting
+        except Exception:
+            raise errorFromFailure(Failure(), self.options.debug) from None
+        return broker
+
+    async def callRemote(
+        self, target: pb.RemoteReference, method: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> Any:
+        """
+        Call a remote method with the call timeout, counting the outcome.
+        """
+        # callRemote's own parameters would collide with these keywords
+        # (a TypeError, i.e. a 500): refuse them as a bad argument shape.
+        reserved = _CALL_REMOTE_NAMES.intersection(kwargs)
+        if reserved:
+            raise BadRequest(
+                f"keyword arguments may not be named {sorted(reserved)}", "bad_shape"
+            )
+        try:
+            result = await target.callRemote(
+                method, *args, _timeout=self.options.callTimeout, **kwargs
+            )
+        except Exception:
+            error = errorFromFailure(Failure(), self.options.debug)
+            self._count(error.type)
+            raise error from None
+        self._count("ok")
+        return result
+
+    def _count(self, outcome: str) -> None:
+        self.callsByOutcome[outcome] = self.callsByOutcome.get(outcome, 0) + 1
+
+    async def rootObject(self) -> pb.RemoteReference:
+        """
+        The broker's root object, over a connection shared by all root calls.
+        """
+        factory = self._rootFactory
+        if factory is None or factory._broker is None or factory._broker.disconnected:
+            factory = self.newFactory()
+            await self.connect(factory)
+            self._rootFactory = factory
+        return await factory.getRootObject()
+
+    async def ready(self) -> bool:
+        """
+        Whether the broker answers at all.
+        """
+        try:
+            await self.rootObject()
+        except Exception:
+            return False
+        return True
+
+    # -- sessions ---------------------------------------------------------
+
+    async def login(
+        self, username: str | None, password: str | None, anonymous: bool = False,
+        mind: Any = None,
+    ) -> Session:
+        """
+        Log in to the broker as the web user; a new session.
+        """
+        if anonymous:
+            credentials: Any = Anonymous()
+        elif isinstance(username, str) and isinstance(password, str):
+            credentials = UsernamePassword(username.encode("utf-8"), password.encode("utf-8"))
+        else:
+            raise BadRequest(
+                'log in with {"username": ..., "password": ...} or {"anonymous": true}',
+                "bad_login",
+            )
+        factory = self.newFactory()
+        await self.connect(factory)
+        try:
+            login = factory.login(credentials, mind)
+            login.addTimeout(self.options.connectTimeout, self.clock)
+            avatar = await login
+        except Exception:
+            factory.disconnect()
+            failure = Failure()
+            if failure.check(pb.RemoteError) and failure.check(pb.NoSuchMethod):
+                raise Unauthorized("this broker has no login", "no_login") from None
+            error = errorFromFailure(failure, self.options.debug)
+            if isinstance(error, BrokerUnavailable | CallTimedOut | Unauthorized):
+                raise error from None
+            raise Unauthorized(f"login refused: {error.message}", "login_failed") from None
+        session = Session(
+            self,
+            f"{self.options.gatewayName}-{secrets.token_urlsafe(9)}",
+            secrets.token_urlsafe(24),
+            None if anonymous else username,
+            factory,
+            avatar,
+        )
+        assert factory._broker is not None
+        factory._broker.notifyOnDisconnect(lambda: session.end(BROKER_LOST))
+        self.sessions[session.sessionID] = session
+        try:
+            session.methods = await self._methods(avatar)
+        except Exception:
+            session.methods = None
+        session.touch()
+        self.log.info("Session {id} opened for {user}", id=session.sessionID,
+                      user=session.username or "anonymous")
+        return session
+
+    async def _methods(self, avatar: pb.RemoteReference) -> list[dict[str, Any]] | None:
+        description = await describeRemote(avatar, timeout=self.options.callTimeout)
+        if description is None:
+            return None
+        methods = description.get("methods")
+        return methods if isinstance(methods, list) else None
+
+    def get(self, token: str | None) -> Session:
+        """
+        The live session for a token.
+
+        @raise Unauthorized: no token, an unknown one, or an ended session.
+        """
+        if not token:
+            raise Unauthorized("no token: log in first", "no_token")
+        sessionID, _, secret = token.partition(".")
+        session = self.sessions.get(sessionID)
+        if session is None or not hmac.compare_digest(session.secret, secret):
+            ended = self._ended.get(sessionID)
+            if ended is not None and session is None:
+                message = f"this session has ended ({ended}); log in again"
+                if ended == BROKER_LOST:
+                    raise BrokerUnavailable(message, "session_lost")
+                raise Unauthorized(message, "session_ended")
+            raise Unauthorized("unknown token", "bad_token")
+        session.touch()
+        return session
+
+    def _forget(self, session: Session, reason: str) -> None:
+        if self.sessions.get(session.sessionID) is session:
+            del self.sessions[session.sessionID]
+        self._ended[session.sessionID] = reason
+        while len(self._ended) > 10000:
+            self._ended.popitem(last=False)
+        self.log.info("Session {id} ended: {reason}", id=session.sessionID, reason=reason)
+
+    def handleCount(self) -> int:
+        return sum(len(s.refs) + len(s.caches) for s in self.sessions.values())
+
+    def closeAll(self, reason: str = "gateway stopping") -> None:
+        for session in list(self.sessions.values()):
+            session.end(reason)
+        if self._rootFactory is not None:
+            self._rootFactory.disconnect()
+            self._rootFactory = None

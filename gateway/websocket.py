@@ -1,0 +1,439 @@
+"""
+The WebSocket bridge: JSON-RPC 2.0 over one socket, with live cache updates.
+
+One text frame carries one JSON-RPC message or a batch.  Requests run
+concurrently and are answered as they complete (pipelining, out of order).
+Besides the session's perspective methods (or the root object's, before
+login) the socket understands C{rpc.login}, C{rpc.logout}, C{rpc.call},
+C{rpc.release}, C{rpc.describe} and C{rpc.subscribe}; the gateway sends
+C{rpc.update}, C{rpc.snapshot} and C{rpc.session} notifications.  A bad
+message is answered with a JSON-RPC error and never closes the socket; only
+abuse does (oversized frames: 1009; a slow consumer: 1008).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ._flow import BoundedSender
+from .codec import dumps, jsonFromPB, loads, pbFromJSON
+from .errors import BadRequest, GatewayError, NotFound, TooManyRequests, errorFromFailure
+from .sessions import CacheMirror, Session, SessionTable
+
+__all__ = ["GatewayWebSocketFactory", "GatewayWebSocketProtocol", "rpcError"]
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+
+_METHOD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+class _RPCError(Exception):
+    def __init__(self, code: int, message: str, data: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+def rpcError(error: GatewayError) -> dict[str, Any]:
+    """
+    The JSON-RPC error object for a gateway error.
+    """
+    code = error.rpcCode
+    if error.code == "no_such_method":
+        code = METHOD_NOT_FOUND
+    return {"code": code, "message": error.message, "data": error.asJSON()}
+
+
+def _cacheHandles(value: Any, found: set[str]) -> set[str]:
+    if isinstance(value, dict):
+        handle = value.get("$cache")
+        if isinstance(handle, str):
+            found.add(handle)
+        for item in value.values():
+            if isinstance(item, (dict, list)):
+                _cacheHandles(item, found)
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, (dict, list)):
+                _cacheHandles(item, found)
+    return found
+
+
+def _params(params: Any) -> tuple[list[Any], dict[str, Any]]:
+    if params is None:
+        return [], {}
+    if isinstance(params, list):
+        return params, {}
+    if isinstance(params, dict):
+        return [], params
+    raise _RPCError(INVALID_PARAMS, "params must be an array or an object")
+
+
+def _named(params: Any, *required: str) -> dict[str, Any]:
+    if not isinstance(params, dict):
+        raise _RPCError(INVALID_PARAMS, f"params must be an object with {', '.join(required)}")
+    missing = [name for name in required if name not in params]
+    if missing:
+        raise _RPCError(INVALID_PARAMS, f"params lack {', '.join(missing)}")
+    return params
+
+
+class GatewayWebSocketProtocol(WebSocketServerProtocol):
+    """
+    One browser's socket.
+    """
+
+    factory: GatewayWebSocketFactory
+    log = Logger()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.session: Session | None = None
+        self.inFlight = 0
+        self.subscriptions: dict[str, CacheMirror] = {}
+        self.sender: BoundedSender | None = None
+
+    # -- connection -------------------------------------------------------
+
+    def onConnect(self, request: ConnectionRequest) -> None:
+        origin = request.headers.get("origin")
+        if origin is not None and not self.factory.originAllowed(origin, request.host):
+            raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "origin not allowed")
+        return None
+
+    def onOpen(self) -> None:
+        options = self.factory.table.options
+        self.sender = BoundedSender(
+            self._write, self._slowConsumer, self._resync,
+            options.sendBufferSoft, options.sendBufferHard,
+        )
+        self.registerProducer(self.sender, True)
+        self.factory.sockets.add(self)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.factory.sockets.discard(self)
+        if self.sender is not None:
+            self.sender.closed = True
+        self._unbind()
+
+    def _write(self, data: bytes) -> None:
+        self.sendMessage(data, isBinary=False)
+
+    def _slowConsumer(self, reason: str) -> None:
+        self.log.info("Dropping a slow WebSocket client: {reason}", reason=reason)
+        self.sendClose(code=1008, reason=reason[:100])
+
+    def _sendJSON(self, message: dict[str, Any]) -> None:
+        if self.sender is not None:
+            self.sender.send(dumps(message))
+
+    def _notify(self, method: str, params: dict[str, Any]) -> None:
+        self._sendJSON({"jsonrpc": "2.0", "method": method, "params": params})
+
+    # -- session binding --------------------------------------------------
+
+    def _bind(self, session: Session) -> None:
+        if self.session is session:
+            return
+        self._unbind()
+        self.session = session
+        session.endListeners.append(self._sessionEnded)
+
+    def _unbind(self) -> None:
+        session, self.session = self.session, None
+        for mirror in self.subscriptions.values():
+            if self._update in mirror.subscribers:
+                mirror.subscribers.remove(self._update)
+        self.subscriptions.clear()
+        if session is not None and self._sessionEnded in session.endListeners:
+            session.endListeners.remove(self._sessionEnded)
+
+    def _sessionEnded(self, session: Session, reason: str) -> None:
+        if self.session is session:
+            self._unbind()
+            self._notify("rpc.session", {"state": "ended", "reason": reason})
+
+    # -- cache updates ----------------------------------------------------
+
+    def _subscribe(self, mirror: CacheMirror) -> None:
+        if mirror.handle not in self.subscriptions:
+            self.subscriptions[mirror.handle] = mirror
+            mirror.subscribers.append(self._update)
+
+    def _update(self, mirror: CacheMirror, update: dict[str, Any]) -> None:
+        if self.sender is not None:
+            message = {"jsonrpc": "2.0", "method": "rpc.update", "params": update}
+            self.sender.sendUpdate(mirror.handle, dumps(message))
+
+    def _resync(self, handles: set[str]) -> None:
+        for handle in handles:
+            mirror = self.subscriptions.get(handle)
+            if mirror is not None:
+                self._notify("rpc.snapshot", mirror.snapshot())
+
+    def _subscribeResult(self, result: Any) -> None:
+        if self.session is None:
+            return
+        for handle in _cacheHandles(result, set()):
+            mirror = self.session.caches.get(handle)
+            if mirror is not None:
+                self._subscribe(mirror)
+
+    # -- messages ---------------------------------------------------------
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if isBinary:
+            self._sendJSON(self._errorResponse(None, INVALID_REQUEST, "send JSON-RPC as text frames"))
+            return
+        try:
+            message = loads(payload)
+        except GatewayError as e:
+            self._sendJSON(self._errorResponse(None, PARSE_ERROR, e.message))
+            return
+        if isinstance(message, list):
+            if not message:
+                self._sendJSON(self._errorResponse(None, INVALID_REQUEST, "empty batch"))
+                return
+            d = Deferred.fromCoroutine(self._batch(message))
+        else:
+            d = Deferred.fromCoroutine(self._single(message))
+        d.addErrback(lambda f: self.log.failure("WebSocket message failed", f))
+
+    async def _single(self, message: Any) -> None:
+        response = await self._handle(message)
+        if response is not None:
+            self._sendJSON(response)
+
+    async def _batch(self, messages: list[Any]) -> None:
+        from twisted.internet.defer import gatherResults
+
+        responses = await gatherResults(
+            [Deferred.fromCoroutine(self._handle(message)) for message in messages]
+        )
+        answered = [response for response in responses if response is not None]
+        if answered and self.sender is not None:
+            self.sender.send(dumps(answered))
+
+    @staticmethod
+    def _errorResponse(requestID: Any, code: int, message: str,
+                       data: dict[str, Any] | None = None) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": code, "message": message}
+        if data is not None:
+            error["data"] = data
+        return {"jsonrpc": "2.0", "id": requestID, "error": error}
+
+    async def _handle(self, message: Any) -> dict[str, Any] | None:
+        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+            return self._errorResponse(None, INVALID_REQUEST, 'not a JSON-RPC 2.0 request')
+        requestID = message.get("id")
+        isNotification = "id" not in message
+        if (requestID is not None and not isinstance(requestID, (str, int))) or isinstance(
+            requestID, bool
+        ):
+            return self._errorResponse(None, INVALID_REQUEST, "id must be a string or a number")
+        method = message.get("method")
+        if not isinstance(method, str):
+            return self._errorResponse(requestID, INVALID_REQUEST, "method must be a string")
+        limit = self.factory.table.options.maxInFlight
+        if self.inFlight >= limit:
+            tooMany = TooManyRequests(f"at most {limit} requests in flight per socket",
+                                      "too_many_in_flight")
+            return None if isNotification else {
+                "jsonrpc": "2.0", "id": requestID, "error": rpcError(tooMany)}
+        self.inFlight += 1
+        try:
+            result = await self._dispatch(method, message.get("params"))
+        except _RPCError as e:
+            response = self._errorResponse(requestID, e.code, e.message, e.data)
+        except GatewayError as e:
+            response = {"jsonrpc": "2.0", "id": requestID, "error": rpcError(e)}
+        except Exception:
+            failure = Failure()
+            error = errorFromFailure(failure, self.factory.table.options.debug)
+            if error.type == "internal_error":
+                self.log.failure("Unexpected error in {method}", failure, method=method)
+            response = {"jsonrpc": "2.0", "id": requestID, "error": rpcError(error)}
+        else:
+            self._subscribeResult(result)
+            response = {"jsonrpc": "2.0", "id": requestID, "result": result}
+        finally:
+            self.inFlight -= 1
+        return None if isNotification else response
+
+    def _requireSession(self) -> Session:
+        if self.session is None or self.session.ended is not None:
+            from .errors import Unauthorized
+
+            raise Unauthorized("log in first (rpc.login)", "no_session")
+        self.session.touch()
+        return self.session
+
+    async def _dispatch(self, method: str, params: Any) -> Any:
+        table: SessionTable = self.factory.table
+        if method.startswith("rpc."):
+            handler = self._builtins.get(method)
+            if handler is None:
+                raise _RPCError(METHOD_NOT_FOUND, f"no such method {method!r}")
+            return await handler(self, params)
+        if not _METHOD_NAME.match(method):
+            raise _RPCError(METHOD_NOT_FOUND, f"no such method {method!r}")
+        args, kwargs = _params(params)
+        if self.session is None:
+            root = await table.rootObject()
+            if method in ("login", "loginAnonymous"):
+                from .errors import Forbidden
+
+                raise Forbidden("log in with rpc.login", "login_root")
+            result = await table.callRemote(root, method, pbFromJSON(args), pbFromJSON(kwargs))
+            return jsonFromPB(result, None)
+        session = self._requireSession()
+        return await session.call(
+            method, pbFromJSON(args, session), pbFromJSON(kwargs, session)
+        )
+
+    async def _rpcLogin(self, params: Any) -> Any:
+        table: SessionTable = self.factory.table
+        if isinstance(params, dict) and "token" in params:
+            token = params["token"]
+            if not isinstance(token, str):
+                raise _RPCError(INVALID_PARAMS, "token must be a string")
+            session = table.get(token)
+        else:
+            if not isinstance(params, dict):
+                raise _RPCError(INVALID_PARAMS, 'params: {"username", "password"} or '
+                                '{"anonymous": true} or {"token": T}')
+            anonymous = params.get("anonymous", False)
+            if not isinstance(anonymous, bool):
+                raise _RPCError(INVALID_PARAMS, "anonymous must be true or false")
+            session = await table.login(params.get("username"), params.get("password"), anonymous)
+        self._bind(session)
+        return {
+            "token": session.token,
+            "expires_in": table.options.sessionIdleTimeout,
+            "methods": session.methods,
+        }
+
+    async def _rpcLogout(self, params: Any) -> Any:
+        session = self._requireSession()
+        self._unbind()
+        session.end("logged out")
+        return None
+
+    async def _rpcCall(self, params: Any) -> Any:
+        named = _named(params, "ref", "method")
+        session = self._requireSession()
+        method = named["method"]
+        if not isinstance(method, str) or not _METHOD_NAME.match(method):
+            raise _RPCError(INVALID_PARAMS, "method must be a method name")
+        handle = named["ref"]
+        if not isinstance(handle, str):
+            raise _RPCError(INVALID_PARAMS, "ref must be a handle")
+        args = named.get("args", [])
+        kwargs = named.get("kwargs", {})
+        if not isinstance(args, list) or not isinstance(kwargs, dict):
+            raise BadRequest("args is an array and kwargs an object", "bad_shape")
+        return await session.callRef(
+            handle, method, pbFromJSON(args, session), pbFromJSON(kwargs, session)
+        )
+
+    async def _rpcRelease(self, params: Any) -> Any:
+        session = self._requireSession()
+        if isinstance(params, dict) and isinstance(params.get("ref"), str):
+            session.releaseRef(params["ref"])
+        elif isinstance(params, dict) and isinstance(params.get("cache"), str):
+            handle = params["cache"]
+            self.subscriptions.pop(handle, None)
+            session.releaseCache(handle)
+        else:
+            raise _RPCError(INVALID_PARAMS, 'params: {"ref": H} or {"cache": H}')
+        return None
+
+    async def _rpcDescribe(self, params: Any) -> Any:
+        from pb.introspect import describeRemote
+
+        table: SessionTable = self.factory.table
+        target = self._requireSession().avatar if self.session else await table.rootObject()
+        try:
+            return await describeRemote(target, timeout=table.options.callTimeout)
+        except Exception:
+            raise errorFromFailure(Failure(), table.options.debug) from None
+
+    async def _rpcSubscribe(self, params: Any) -> Any:
+        named = _named(params, "cache")
+        session = self._requireSession()
+        handle = named["cache"]
+        if not isinstance(handle, str):
+            raise _RPCError(INVALID_PARAMS, "cache must be a handle")
+        mirror = session.caches.get(handle)
+        if mirror is None:
+            raise NotFound(f"no cache {handle!r} in this session", "unknown_handle")
+        since = named.get("since")
+        if since is not None and (not isinstance(since, int) or isinstance(since, bool)):
+            raise _RPCError(INVALID_PARAMS, "since must be a sequence number")
+        self._subscribe(mirror)
+        missed = mirror.updatesSince(since) if since is not None else None
+        if missed is None:
+            self._notify("rpc.snapshot", mirror.snapshot())
+            replayed = 0
+        else:
+            for update in missed:
+                self._update(mirror, update)
+            replayed = len(missed)
+        return {"cache": handle, "seq": mirror.seq, "replayed": replayed,
+                "snapshot": missed is None}
+
+    _builtins = {
+        "rpc.login": _rpcLogin,
+        "rpc.logout": _rpcLogout,
+        "rpc.call": _rpcCall,
+        "rpc.release": _rpcRelease,
+        "rpc.describe": _rpcDescribe,
+        "rpc.subscribe": _rpcSubscribe,
+    }
+
+
+class GatewayWebSocketFactory(WebSocketServerFactory):
+    """
+    Builds the gateway's sockets; knows the session table and the allowed
+    origins.
+    """
+
+    protocol = GatewayWebSocketProtocol  # type: ignore[assignment]
+
+    def __init__(self, table: SessionTable, reactor: Any) -> None:
+        super().__init__(reactor=reactor)
+        self.table = table
+        self.sockets: set[GatewayWebSocketProtocol] = set()
+        options = table.options
+        self.setProtocolOptions(
+            maxFramePayloadSize=options.maxMessageSize,
+            maxMessagePayloadSize=options.maxMessageSize,
+            autoPingInterval=options.pingInterval or None,
+            autoPingTimeout=options.pingTimeout or None,
+            openHandshakeTimeout=10,
+        )
+
+    def originAllowed(self, origin: str, host: str | None) -> bool:
+        """
+        Whether a browser page from C{origin} may open a socket: one of the
+        configured origins, or (by default) the gateway's own origin.
+        """
+        allowed = self.table.options.allowedOrigins
+        if "*" in allowed or origin in allowed:
+            return True
+        if origin == "null":
+            return False
+        netloc = urlsplit(origin).netloc
+        return bool(host) and netloc.lower() == (host or "").lower()
