@@ -1,21 +1,28 @@
 """
 The C{pb-gateway} command: one entry point with a subcommand per job.
 
-  - C{serve}: broker and gateway in one process (the demo by default).
-  - C{broker}: serve a PB service (the demo by default) on C{--pb}.
-  - C{gateway}: the gateway alone, in front of the broker at C{--broker}.
+  - C{serve}: broker, gateway and dashboard in one process (the demo by
+    default): ready at http://localhost:8080/.
+  - C{broker}: only the broker, serving a service on C{--pb}.
+  - C{gateway}: only the gateway, in front of the broker at C{--broker}.
   - C{users}: manage a credential file (C{add}, C{remove}, C{list}).
+  - C{call}: call a method through a gateway and print the JSON result.
+  - C{config}: print the effective configuration and where each value
+    came from.
 
-Bad arguments end the command with exit status 2 and a one-line reason.
+Settings come from C{--config FILE} (TOML), C{PBGW_*} environment
+variables and flags, later ones winning.  Bad arguments or settings end the
+command with exit status 2 and a one-line reason.
 """
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn
 
 __all__ = ["main"]
@@ -27,27 +34,37 @@ class _Usage(Exception):
     """
 
 
-def _brokerArguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--pb", default="tcp:8800", metavar="ENDPOINT",
-        help="where the broker listens (Twisted endpoint string; default tcp:8800)",
-    )
-    parser.add_argument(
-        "--service", metavar="MODULE:FACTORY",
-        help="a callable returning a pb.Root, a realm or a portal (default: the demo)",
-    )
-    parser.add_argument("--users", metavar="FILE", help="credential file for password login")
-    parser.add_argument("--anonymous", action="store_true", help="allow anonymous login")
+# -- arguments ---------------------------------------------------------------
 
 
-def _gatewayArguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--http", default="tcp:8080", metavar="ENDPOINT",
-        help="where the gateway listens (Twisted endpoint string; default tcp:8080)",
-    )
-    parser.add_argument("--call-timeout", type=float, default=30.0, metavar="SECONDS")
-    parser.add_argument("--session-timeout", type=float, default=900.0, metavar="SECONDS")
-    parser.add_argument("--debug", action="store_true", help="send tracebacks to callers")
+def _settingFlags(parser: argparse.ArgumentParser, *names: str) -> None:
+    """
+    Flags for configuration keys; unset flags stay L{None} so that they do
+    not override the file or the environment.
+    """
+    from .config import SETTINGS
+
+    byName = {setting.name: setting for setting in SETTINGS}
+    parser.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    for name in names:
+        setting = byName[name]
+        flag = "--" + name.replace("_", "-")
+        if isinstance(setting.default, bool):
+            parser.add_argument(flag, action="store_const", const=True, default=None,
+                                help=setting.help)
+        elif setting.parseText is not None and name != "allowed_origins":
+            parser.add_argument(flag, type=setting.parseText, default=None, metavar="N",
+                                help=setting.help)
+        else:
+            parser.add_argument(flag, default=None, metavar=name.upper().split("_")[-1],
+                                help=setting.help)
+
+
+_BROKER_KEYS = ("pb", "service", "users", "anonymous", "log_format")
+_GATEWAY_KEYS = (
+    "http", "call_timeout", "session_idle_timeout", "allowed_origins", "static_dir",
+    "gateway_name", "debug", "log_format",
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,21 +74,22 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    broker = commands.add_parser("broker", help="run a PB broker serving a service")
-    _brokerArguments(broker)
-
     serve = commands.add_parser(
         "serve", help="broker + gateway + dashboard in one process (the demo by default)"
     )
-    _brokerArguments(serve)
-    _gatewayArguments(serve)
+    _settingFlags(serve, *_BROKER_KEYS, *[k for k in _GATEWAY_KEYS if k != "log_format"])
+
+    broker = commands.add_parser("broker", help="run only a PB broker serving a service")
+    _settingFlags(broker, *_BROKER_KEYS)
 
     gateway = commands.add_parser("gateway", help="run only the gateway, in front of a broker")
-    gateway.add_argument(
-        "--broker", default="tcp:host=127.0.0.1:port=8800", metavar="ENDPOINT",
-        help="where the broker is (Twisted client endpoint string)",
-    )
-    _gatewayArguments(gateway)
+    _settingFlags(gateway, "broker", *_GATEWAY_KEYS)
+
+    config = commands.add_parser("config", help="show the effective configuration")
+    config.add_argument("--print", action="store_true", required=True,
+                        help="print every setting with its value and source")
+    _settingFlags(config, *_BROKER_KEYS, "broker",
+                  *[k for k in _GATEWAY_KEYS if k != "log_format"])
 
     users = commands.add_parser("users", help="manage a credential file")
     userCommands = users.add_subparsers(dest="action", metavar="ACTION")
@@ -79,16 +97,177 @@ def _parser() -> argparse.ArgumentParser:
     add = userCommands.add_parser("add", help="add a user or change a password")
     add.add_argument("file")
     add.add_argument("username")
-    add.add_argument(
-        "--password-stdin", action="store_true",
-        help="read the password from standard input instead of prompting",
-    )
+    add.add_argument("--password-stdin", action="store_true",
+                     help="read the password from standard input instead of prompting")
     remove = userCommands.add_parser("remove", help="remove a user")
     remove.add_argument("file")
     remove.add_argument("username")
     listing = userCommands.add_parser("list", help="list the users")
     listing.add_argument("file")
+
+    call = commands.add_parser("call", help="call a method through a gateway")
+    call.add_argument("--url", default="http://localhost:8080", help="the gateway's URL")
+    call.add_argument("--user", help="log in as this user (default: anonymous)")
+    call.add_argument("--password", help="the password (default: $PBGW_PASSWORD or a prompt)")
+    call.add_argument("--root", action="store_true",
+                      help="call the broker's root object instead of logging in")
+    call.add_argument("--watch", action="store_true",
+                      help="follow the live object the call returns, one JSON line per update")
+    call.add_argument("method")
+    call.add_argument("args", nargs="*",
+                      help="arguments: JSON values (anything else is sent as a string)")
     return parser
+
+
+def _config(args: argparse.Namespace, keys: Sequence[str]) -> Any:
+    from .config import ConfigError, loadConfig
+
+    flags = {key: getattr(args, key, None) for key in keys}
+    try:
+        return loadConfig(args.config, os.environ, flags)
+    except ConfigError as e:
+        raise _Usage(str(e)) from None
+
+
+# -- running -----------------------------------------------------------------
+
+
+def _startLogging(config: Any) -> None:
+    from twisted.logger import globalLogBeginner, jsonFileLogObserver, textFileLogObserver
+
+    observer = (
+        jsonFileLogObserver(sys.stdout) if config["log_format"] == "json"
+        else textFileLogObserver(sys.stdout)
+    )
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+
+def _brokerService(reactor: Any, config: Any) -> Any:
+    """
+    The broker service the configuration asks for (the demo without a
+    service).
+    """
+    from pb.credentials import UserFileError
+    from pb.service import BrokerService, ServiceError, loadService
+
+    try:
+        if config["service"] is None:
+            from pb.demo import makeService
+
+            service: Any = makeService()
+        else:
+            sys.path.insert(0, os.getcwd())
+            service = loadService(config["service"])
+        return BrokerService(reactor, config["pb"], service, config["users"],
+                             config["anonymous"])
+    except (ServiceError, UserFileError) as e:
+        raise _Usage(str(e)) from None
+
+
+def _demoBanner(config: Any) -> None:
+    if config["service"] is None and config["users"] is None:
+        from pb.demo import DEMO_USERS
+
+        users = ", ".join(f"{name}/{password}" for name, password in DEMO_USERS.items())
+        print(f"Demo service: anonymous login allowed; demo users {users}", flush=True)
+
+
+def _run(reactor: Any, start: Callable[[], Awaitable[Any]]) -> int:
+    """
+    Run the reactor, calling C{start()} once running; a failure of it stops
+    the process with its reason.
+    """
+    from twisted.internet.defer import Deferred
+
+    failed: list[str] = []
+
+    def startFailed(failure: Any) -> None:
+        failed.append(str(failure.value) if failure.check(_Usage) else failure.getErrorMessage())
+        reactor.stop()
+
+    async def starting() -> None:
+        await start()
+
+    reactor.callWhenRunning(lambda: Deferred.fromCoroutine(starting()).addErrback(startFailed))
+    reactor.run()
+    if failed:
+        raise _Usage(failed[0])
+    return 0
+
+
+async def _listen(reactor: Any, service: Any) -> Any:
+    from pb.service import ServiceError
+
+    try:
+        service.startService()
+    except ServiceError as e:
+        raise _Usage(str(e)) from None
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    return await service.whenListening()
+
+
+def _broker(args: argparse.Namespace) -> int:
+    from twisted.internet import reactor
+
+    config = _config(args, _BROKER_KEYS)
+    brokerService = _brokerService(reactor, config)
+    _startLogging(config)
+    _demoBanner(config)
+
+    async def start() -> None:
+        await _listen(reactor, brokerService)
+
+    return _run(reactor, start)
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from twisted.internet import reactor
+
+    from .service import GatewayService
+
+    config = _config(args, ("broker", *_GATEWAY_KEYS))
+    gatewayService = GatewayService(reactor, config["http"], config.gatewayOptions())
+    _startLogging(config)
+
+    async def start() -> None:
+        port = await _listen(reactor, gatewayService)
+        _ready(port)
+
+    return _run(reactor, start)
+
+
+def _ready(port: Any) -> None:
+    address = port.getHost()
+    host = "localhost" if address.host in ("0.0.0.0", "::", "127.0.0.1") else address.host
+    print(f"pb-gateway is ready at http://{host}:{address.port}/", flush=True)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from twisted.internet import reactor
+
+    from .service import GatewayService
+
+    config = _config(args, (*_BROKER_KEYS, *_GATEWAY_KEYS))
+    brokerService = _brokerService(reactor, config)
+    _startLogging(config)
+    _demoBanner(config)
+
+    async def start() -> None:
+        port = await _listen(reactor, brokerService)
+        brokerAt = f"tcp:host=127.0.0.1:port={port.getHost().port}"
+        gatewayService = GatewayService(reactor, config["http"], config.gatewayOptions(brokerAt))
+        _ready(await _listen(reactor, gatewayService))
+
+    return _run(reactor, start)
+
+
+def _printConfig(args: argparse.Namespace) -> int:
+    config = _config(args, (*_BROKER_KEYS, "broker", *_GATEWAY_KEYS))
+    sys.stdout.write(config.describe())
+    return 0
+
+
+# -- users -------------------------------------------------------------------
 
 
 def _readPassword(fromStdin: bool) -> str:
@@ -125,130 +304,97 @@ def _users(args: argparse.Namespace) -> int:
     return 0
 
 
-def _startLogging() -> None:
-    from twisted.logger import globalLogBeginner, textFileLogObserver
-
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+# -- call --------------------------------------------------------------------
 
 
-def _loadBrokerService(reactor: Any, args: argparse.Namespace) -> Any:
-    """
-    The broker service the arguments ask for (the demo without --service).
-    """
-    from pb.credentials import UserFileError
-    from pb.service import BrokerService, ServiceError, loadService
-
+def _argument(text: str) -> Any:
     try:
-        if args.service is None:
-            from pb.demo import makeService
-
-            service: Any = makeService()
-        else:
-            sys.path.insert(0, os.getcwd())
-            service = loadService(args.service)
-        return BrokerService(reactor, args.pb, service, args.users, args.anonymous)
-    except (ServiceError, UserFileError) as e:
-        raise _Usage(str(e)) from None
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
-def _demoBanner(args: argparse.Namespace) -> None:
-    if args.service is None and args.users is None:
-        from pb.demo import DEMO_USERS
+def _call(args: argparse.Namespace) -> int:
+    from twisted.internet import reactor
 
-        users = ", ".join(f"{name}/{password}" for name, password in DEMO_USERS.items())
-        print(f"Demo service: anonymous login allowed; demo users {users}", flush=True)
+    from .client import GatewayClient, GatewayClientError
+    from .codec import pbFromJSON
+
+    arguments = [_argument(text) for text in args.args]
+    password = args.password or os.environ.get("PBGW_PASSWORD")
+    if args.user and password is None:
+        password = getpass.getpass(f"Password for {args.user}: ")
+    status: list[int] = [0]
+
+    async def run() -> None:
+        client = GatewayClient(args.url)
+        try:
+            if args.root:
+                path = f"/api/root/{args.method}"
+            else:
+                if args.user:
+                    await client.login(args.user, password)
+                else:
+                    await client.login(anonymous=True)
+                path = f"/api/call/{args.method}"
+            pbFromJSON(arguments)  # rejects malformed tags before anything is sent
+            reply = await client._request("POST", path, {"args": arguments})
+            result = reply["result"]
+            print(json.dumps(result, ensure_ascii=False), flush=True)
+            if args.watch:
+                await _watch(client, result)
+        except GatewayClientError as e:
+            print(f"pb-gateway call: {e}", file=sys.stderr)
+            status[0] = 1
+        except Exception as e:
+            print(f"pb-gateway call: {type(e).__name__}: {e}", file=sys.stderr)
+            status[0] = 1
+        finally:
+            if client.token is not None and not args.watch:
+                try:
+                    await client.logout()
+                except Exception:
+                    pass
+            reactor.stop()
+
+    _run(reactor, run)
+    return status[0]
 
 
-def _gatewayOptions(args: argparse.Namespace, broker: str) -> Any:
-    from .sessions import GatewayOptions
+async def _watch(client: Any, result: Any) -> None:
+    """
+    Print each update of the live object C{result} as a JSON line.
+    """
+    import treq
 
-    return GatewayOptions(
-        broker=broker,
-        callTimeout=args.call_timeout,
-        sessionIdleTimeout=args.session_timeout,
-        debug=args.debug,
+    handle = result.get("$cache") if isinstance(result, dict) else None
+    if not isinstance(handle, str):
+        raise _Usage("--watch needs a method that returns a live object")
+    from twisted.web.http_headers import Headers
+
+    response = await treq.get(
+        f"{client.url}/api/caches/{handle}/events",
+        headers=Headers({b"authorization": [f"Bearer {client.token}".encode()]}),
+        unbuffered=True,
     )
+    done: Any = treq.collect(response, _EventPrinter().feed)
+    await done
 
 
-def _run(reactor: Any, start: Any) -> int:
-    """
-    Run the reactor, calling C{start()} (an async function) once running;
-    a L{_Usage} or failure from it stops the process with its reason.
-    """
-    from twisted.internet.defer import Deferred
+class _EventPrinter:
+    def __init__(self) -> None:
+        self.buffer = b""
 
-    failed: list[str] = []
-
-    def started(failure: Any) -> None:
-        failed.append(
-            str(failure.value) if failure.check(_Usage) else failure.getErrorMessage()
-        )
-        reactor.stop()
-
-    reactor.callWhenRunning(lambda: Deferred.fromCoroutine(start()).addErrback(started))
-    reactor.run()
-    if failed:
-        raise _Usage(failed[0])
-    return 0
+    def feed(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\n\n" in self.buffer:
+            block, self.buffer = self.buffer.split(b"\n\n", 1)
+            for line in block.split(b"\n"):
+                if line.startswith(b"data: "):
+                    print(line[len(b"data: "):].decode("utf-8"), flush=True)
 
 
-async def _listen(reactor: Any, service: Any) -> Any:
-    from pb.service import ServiceError
-
-    try:
-        service.startService()
-    except ServiceError as e:
-        raise _Usage(str(e)) from None
-    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
-    return await service.whenListening()
-
-
-def _broker(args: argparse.Namespace) -> int:
-    from twisted.internet import reactor
-
-    brokerService = _loadBrokerService(reactor, args)
-    _startLogging()
-    _demoBanner(args)
-
-    async def start() -> None:
-        await _listen(reactor, brokerService)
-
-    return _run(reactor, start)
-
-
-def _gateway(args: argparse.Namespace) -> int:
-    from twisted.internet import reactor
-
-    from .service import GatewayService
-
-    gatewayService = GatewayService(reactor, args.http, _gatewayOptions(args, args.broker))
-    _startLogging()
-
-    async def start() -> None:
-        await _listen(reactor, gatewayService)
-
-    return _run(reactor, start)
-
-
-def _serve(args: argparse.Namespace) -> int:
-    from twisted.internet import reactor
-
-    from .service import GatewayService
-
-    brokerService = _loadBrokerService(reactor, args)
-    _startLogging()
-    _demoBanner(args)
-
-    async def start() -> None:
-        port = await _listen(reactor, brokerService)
-        brokerAt = f"tcp:host=127.0.0.1:port={port.getHost().port}"
-        gatewayService = GatewayService(reactor, args.http, _gatewayOptions(args, brokerAt))
-        httpPort = await _listen(reactor, gatewayService)
-        address = httpPort.getHost()
-        host = "localhost" if address.host in ("0.0.0.0", "::", "127.0.0.1") else address.host
-        print(f"pb-gateway is ready at http://{host}:{address.port}/", flush=True)
-
-    return _run(reactor, start)
+# -- main --------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
@@ -258,10 +404,12 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     parser = _parser()
     args = parser.parse_args(argv)
     command = {
+        "serve": _serve,
         "broker": _broker,
         "gateway": _gateway,
-        "serve": _serve,
+        "config": _printConfig,
         "users": _users,
+        "call": _call,
     }[args.command]
     try:
         status = command(args)

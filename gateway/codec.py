@@ -136,8 +136,10 @@ class _Encoder:
         for base, handler in _ENCODERS.items():
             if isinstance(value, base):
                 return handler(self, value)
-        if isinstance(value, (int, float, str)):
-            return self.encode(type(value).__mro__[-2](value))
+        for plain in (int, float, str):
+            # __mro__[-2] is not the builtin base of e.g. an IntEnum.
+            if isinstance(value, plain):
+                return self.encode(plain(value))
         raise UnmappableResult(
             f"the broker's value of type {type(value).__name__} has no JSON form", "unmappable"
         )

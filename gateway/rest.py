@@ -9,6 +9,7 @@ L{SessionTable}; values cross through the shared codec.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -18,10 +19,13 @@ from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
 from klein import Klein
+from klein.interfaces import IKleinRequest
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request, Site
+from twisted.web.static import File
+from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
 from werkzeug.exceptions import NotFound as WerkzeugNotFound
 
@@ -45,13 +49,25 @@ from .websocket import GatewayWebSocketFactory
 
 __all__ = ["GatewayAPI", "LimitedRequest", "makeSite"]
 
+CONTENT_SECURITY_POLICY = (
+    b"default-src 'self'; connect-src 'self'; img-src 'self' data:; "
+    b"style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; "
+    b"frame-ancestors 'none'"
+)
+
 _METHOD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _ROOT_LOGIN_METHODS = frozenset({"login", "loginAnonymous"})
+# Reason phrases twisted.web lacks (it would send "Unknown Status").
+_REASONS = {422: b"Unprocessable Content", 429: b"Too Many Requests"}
 
 Handler = Callable[..., Awaitable[Any]]
 
 
-def _bearer(request: IRequest) -> str | None:
+def _bearer(request: IRequest, allowQuery: bool = False) -> str | None:
+    """
+    The request's token: C{Authorization: Bearer T}, or (only where a
+    browser cannot set headers: event streams) C{?token=T}.
+    """
     raw = request.getHeader(b"authorization")
     if raw is not None:
         header = raw.decode("latin-1") if isinstance(raw, bytes) else raw
@@ -59,7 +75,7 @@ def _bearer(request: IRequest) -> str | None:
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
         return None
-    tokens = request.args.get(b"token")
+    tokens = request.args.get(b"token") if allowQuery else None
     if tokens:
         return str(tokens[0].decode("utf-8", "replace"))
     return None
@@ -166,11 +182,16 @@ class GatewayAPI:
             if error.status >= 500 and error.type == "internal_error":
                 self.log.failure("Unexpected error in {route}", failure, route=name)
             status, result = error.status, {"error": error.asJSON()}
-        request.setResponseCode(status)
-        request.setHeader(b"content-type", b"application/json")
+        request.setResponseCode(status, _REASONS.get(status))
+        if not isinstance(result, bytes):
+            # A handler answering bytes (/metrics) has set its own type.
+            request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
         if status == 401:
             request.setHeader(b"www-authenticate", b'Bearer realm="pb-gateway"')
+        retryAfter = result.get("error", {}).get("retry_after") if isinstance(result, dict) else None
+        if isinstance(retryAfter, int):
+            request.setHeader(b"retry-after", str(retryAfter).encode("ascii"))
         self.metrics.observeRequest(
             request.method.decode("ascii", "replace"), name, status,
             time.perf_counter() - started,
@@ -181,6 +202,9 @@ class GatewayAPI:
 
     def session(self, request: IRequest) -> Session:
         return self.table.get(_bearer(request))
+
+    def streamSession(self, request: IRequest) -> Session:
+        return self.table.get(_bearer(request, allowQuery=True))
 
     # -- sessions ---------------------------------------------------------
 
@@ -196,9 +220,14 @@ class GatewayAPI:
         if unknown:
             raise BadRequest(f"login does not take {sorted(unknown)}", "bad_login")
         anonymous = body.get("anonymous", False)
-        if not isinstance(anonymous, bool):
-            raise BadRequest('"anonymous" is true or false', "bad_login")
-        session = await self.table.login(body.get("username"), body.get("password"), anonymous)
+        withMind = body.get("mind", True)
+        if not isinstance(anonymous, bool) or not isinstance(withMind, bool):
+            raise BadRequest('"anonymous" and "mind" are true or false', "bad_login")
+        address = request.getClientAddress()
+        session = await self.table.login(
+            body.get("username"), body.get("password"), anonymous, withMind,
+            getattr(address, "host", None),
+        )
         return {
             "token": session.token,
             "expires_in": self.options.sessionIdleTimeout,
@@ -312,7 +341,7 @@ class GatewayAPI:
     @_app.route("/api/caches/<handle>/events", methods=["GET"])
     def events(self, request: IRequest, handle: str) -> Any:
         try:
-            session = self.session(request)
+            session = self.streamSession(request)
             mirror = session.mirror(handle)
             since = _lastEventID(request)
         except GatewayError as e:
@@ -320,6 +349,34 @@ class GatewayAPI:
         self.metrics.observeRequest("GET", "cache_events", 200, 0.0)
         return EventStream(request, session, mirror, since, self.table.clock,
                            self.options).done
+
+    # -- the dashboard ----------------------------------------------------
+
+    @_app.route("/", branch=True, methods=["GET", "HEAD"])
+    def static(self, request: IRequest) -> Any:
+        folder = self.options.staticDir
+        if folder is None or not os.path.isdir(folder):
+            return self._errorNow(request, NotFound("no dashboard is served here", "no_route"),
+                                  "static")
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        request.setHeader(b"referrer-policy", b"no-referrer")
+        request.setHeader(b"x-frame-options", b"DENY")
+        request.setHeader(b"content-security-policy", CONTENT_SECURITY_POLICY)
+        return _StaticFolder(folder)
+
+    @_app.route("/api/", branch=True)
+    def unknownAPI(self, request: IRequest) -> bytes:
+        # This catch-all outranks a route whose method does not match: a
+        # path that is a route under other methods is a 405, not a 404.
+        allowed = _routeMethods(request)
+        if allowed:
+            request.setHeader(b"allow", ", ".join(allowed).encode("ascii"))
+            error = MethodNotAllowed(
+                f"{request.method.decode('ascii', 'replace')} is not allowed here",
+                "method_not_allowed",
+            )
+            return self._errorNow(request, error, "unknown")
+        return self._errorNow(request, NotFound("no such route", "no_route"), "unknown")
 
     # -- unknown routes ---------------------------------------------------
 
@@ -338,10 +395,41 @@ class GatewayAPI:
         return self._errorNow(request, error, "unknown")
 
     def _errorNow(self, request: IRequest, error: GatewayError, name: str) -> bytes:
-        request.setResponseCode(error.status)
+        request.setResponseCode(error.status, _REASONS.get(error.status))
         request.setHeader(b"content-type", b"application/json")
         self.metrics.observeRequest(request.method.decode("ascii", "replace"), name, error.status, 0.0)
         return dumps({"error": error.asJSON()})
+
+
+_CATCH_ALLS = frozenset({"static", "static_branch", "unknownAPI", "unknownAPI_branch"})
+
+
+def _routeMethods(request: IRequest) -> list[str]:
+    """
+    The HTTP methods of the routes (not the catch-alls) matching the
+    request's path.
+    """
+    mapper = IKleinRequest(request).mapper
+    allowed = []
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+        try:
+            rule, _ = mapper.match(method=method, return_rule=True)
+        except HTTPException:
+            continue
+        if rule.endpoint not in _CATCH_ALLS:
+            allowed.append(method)
+    return allowed
+
+
+class _StaticFolder(File):
+    """
+    The dashboard's files; folders are never listed.
+    """
+
+    def directoryListing(self) -> Any:
+        from twisted.web.resource import NoResource
+
+        return NoResource("Not found")
 
 
 class LimitedRequest(Request):

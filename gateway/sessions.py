@@ -16,7 +16,8 @@ import hmac
 import secrets
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.cred.credentials import Anonymous, UsernamePassword
@@ -28,6 +29,9 @@ from twisted.python.failure import Failure
 
 import pb
 from pb.introspect import describeRemote
+
+if TYPE_CHECKING:
+    from .mind import SessionMind
 from pb.live import applyDelta
 
 from .codec import jsonFromPB
@@ -40,9 +44,11 @@ from .errors import (
     Unauthorized,
     errorFromFailure,
 )
+from .ratelimit import LoginLimiter
 
 __all__ = ["CacheMirror", "GatewayOptions", "Session", "SessionTable"]
 
+DEFAULT_STATIC: str | None = str(Path(__file__).resolve().parent.parent / "static")
 BROKER_LOST = "broker connection lost"
 LIVE_TYPES = frozenset({"pb.live.LiveDict", "pb.live.LiveList"})
 _CALL_REMOTE_NAMES = frozenset({"self", "_name", "_timeout"})
@@ -73,6 +79,14 @@ class GatewayOptions:
     @ivar pingTimeout: seconds a ping may go unanswered before the socket is
         dropped.
     @ivar sseKeepAlive: seconds between SSE keep-alive comments.
+    @ivar staticDir: the dashboard's folder, served at C{/} (L{None}: none).
+    @ivar mindWait: seconds a service's call on a session's mind waits for a
+        web client that handles it.
+    @ivar mindNotifications: mind methods delivered to every web client, whose
+        result the service ignores.
+    @ivar loginMaxFailures: failed logins (per user name, per client
+        address) within C{loginWindow} seconds that lock further attempts
+        out for C{loginLockout} seconds (429).
     """
 
     broker: str = "tcp:host=127.0.0.1:port=8800"
@@ -92,6 +106,12 @@ class GatewayOptions:
     pingInterval: float = 20.0
     pingTimeout: float = 10.0
     sseKeepAlive: float = 15.0
+    staticDir: str | None = DEFAULT_STATIC
+    mindWait: float = 10.0
+    loginMaxFailures: int = 5
+    loginWindow: float = 60.0
+    loginLockout: float = 60.0
+    mindNotifications: tuple[str, ...] = ()
 
 
 def _registry() -> pb.TypeRegistry:
@@ -226,6 +246,7 @@ class Session:
         self._cacheHandles: dict[Any, str] = {}
         self.ended: str | None = None
         self.endListeners: list[Callable[[Session, str], Any]] = []
+        self.mind: SessionMind | None = None
         self._expiry: IDelayedCall | None = None
 
     @property
@@ -353,6 +374,8 @@ class Session:
         self._refHandles.clear()
         self._cacheHandles.clear()
         self.factory.disconnect()
+        if self.mind is not None:
+            self.mind.end()
         for listener in list(self.endListeners):
             try:
                 listener(self, reason)
@@ -375,6 +398,9 @@ class SessionTable:
         self.sessions: dict[str, Session] = {}
         self._ended: OrderedDict[str, str] = OrderedDict()
         self._rootFactory: pb.PBClientFactory | None = None
+        self.limiter = LoginLimiter(
+            reactor, options.loginMaxFailures, options.loginWindow, options.loginLockout
+        )
         self.callsByOutcome: dict[str, int] = {}
 
     # -- the broker link --------------------------------------------------
@@ -382,7 +408,11 @@ class SessionTable:
     def newFactory(self) -> pb.PBClientFactory:
         return pb.PBClientFactory(
             security=_registry(),
-            options=pb.BrokerOptions(callTimeout=self.options.callTimeout),
+            options=pb.BrokerOptions(
+                callTimeout=self.options.callTimeout,
+                keepAliveInterval=self.options.pingInterval or None,
+                keepAliveTimeout=self.options.pingTimeout or 10.0,
+            ),
             clock=self.clock,
         )
 
@@ -445,7 +475,18 @@ class SessionTable:
         Whether the broker answers at all.
         """
         try:
-            await self.rootObject()
+            root = await self.rootObject()
+            broker = root.broker
+            # A round trip: a call on an object no broker publishes, which
+            # every PB broker answers with "Invalid Object ID" unlogged.
+            probe = broker.remoteForName(b"pbgw:ready").callRemote(
+                "ping", _timeout=min(self.options.connectTimeout, 5.0)
+            )
+            await probe
+        except pb.CallTimeout:
+            return False
+        except pb.RemoteError:
+            return True
         except Exception:
             return False
         return True
@@ -454,11 +495,17 @@ class SessionTable:
 
     async def login(
         self, username: str | None, password: str | None, anonymous: bool = False,
-        mind: Any = None,
+        withMind: bool = True,
+        clientAddress: str | None = None,
     ) -> Session:
         """
-        Log in to the broker as the web user; a new session.
+        Log in to the broker as the web user; a new session.  Unless
+        C{withMind} is false, the session's L{SessionMind} is the login's
+        mind, so the service can call the web user back.
         """
+        from .mind import SessionMind
+
+        mind = SessionMind(None) if withMind else None
         if anonymous:
             credentials: Any = Anonymous()
         elif isinstance(username, str) and isinstance(password, str):
@@ -468,6 +515,10 @@ class SessionTable:
                 'log in with {"username": ..., "password": ...} or {"anonymous": true}',
                 "bad_login",
             )
+        keys = [f"addr:{clientAddress}"] if clientAddress else []
+        if not anonymous:
+            keys.append(f"user:{username}")
+        self.limiter.check(*keys)
         factory = self.newFactory()
         await self.connect(factory)
         try:
@@ -480,9 +531,13 @@ class SessionTable:
             if failure.check(pb.RemoteError) and failure.check(pb.NoSuchMethod):
                 raise Unauthorized("this broker has no login", "no_login") from None
             error = errorFromFailure(failure, self.options.debug)
+            if isinstance(error, Unauthorized):
+                self.limiter.failed(*keys)
             if isinstance(error, BrokerUnavailable | CallTimedOut | Unauthorized):
                 raise error from None
             raise Unauthorized(f"login refused: {error.message}", "login_failed") from None
+        if not anonymous:
+            self.limiter.succeeded(f"user:{username}")
         session = Session(
             self,
             f"{self.options.gatewayName}-{secrets.token_urlsafe(9)}",
@@ -491,6 +546,9 @@ class SessionTable:
             factory,
             avatar,
         )
+        if mind is not None:
+            mind.session = session
+            session.mind = mind
         assert factory._broker is not None
         factory._broker.notifyOnDisconnect(lambda: session.end(BROKER_LOST))
         self.sessions[session.sessionID] = session

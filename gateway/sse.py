@@ -93,6 +93,8 @@ class EventStream:
                 self._update(mirror, update)
         mirror.subscribers.append(self._update)
         session.endListeners.append(self._sessionEnded)
+        if session.mind is not None:
+            session.mind.observers.append(self._mindCall)
         self.keepAlive = LoopingCall(self._ping)
         self.keepAlive.clock = clock
         self.keepAlive.start(options.sseKeepAlive, now=False).addErrback(
@@ -105,6 +107,11 @@ class EventStream:
 
     def _resync(self, handles: set[str]) -> None:
         self.sender.send(_event("snapshot", self.mirror.snapshot(), self.mirror.seq))
+
+    def _mindCall(self, method: str, params: Any) -> None:
+        # Read-only: a stream cannot answer, so the service's call is answered
+        # by a WebSocket client or fails with "no handler".
+        self.sender.send(_event("call", {"method": method, "params": params}))
 
     def _ping(self) -> None:
         self.sender.send(b": keep-alive\n\n")
@@ -132,6 +139,9 @@ class EventStream:
             self.mirror.subscribers.remove(self._update)
         if self._sessionEnded in self.session.endListeners:
             self.session.endListeners.remove(self._sessionEnded)
+        mind = self.session.mind
+        if mind is not None and self._mindCall in mind.observers:
+            mind.observers.remove(self._mindCall)
         self.sender.stopProducing()
         try:
             self.request.unregisterProducer()  # type: ignore[attr-defined]

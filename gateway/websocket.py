@@ -23,6 +23,8 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+import pb
+
 from ._flow import BoundedSender
 from .codec import dumps, jsonFromPB, loads, pbFromJSON
 from .errors import BadRequest, GatewayError, NotFound, TooManyRequests, errorFromFailure
@@ -104,13 +106,26 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
         self.inFlight = 0
         self.subscriptions: dict[str, CacheMirror] = {}
         self.sender: BoundedSender | None = None
+        self._joinToken: str | None = None
+        # Mind calls: the methods this page handles, and the calls it has not
+        # answered yet (by our request id).
+        self.exposed: set[str] = set()
+        self._mindCalls: dict[str, Deferred[Any]] = {}
+        self._mindCallCount = 0
 
     # -- connection -------------------------------------------------------
 
     def onConnect(self, request: ConnectionRequest) -> None:
         origin = request.headers.get("origin")
-        if origin is not None and not self.factory.originAllowed(origin, request.host):
+        # request.host has lost the port; an Origin carries it, so compare
+        # with the whole Host header.
+        host = request.headers.get("host", request.host)
+        if origin is not None and not self.factory.originAllowed(origin, host):
             raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "origin not allowed")
+        tokens = request.params.get("token")
+        # /ws?token=T joins that session at once (and lets a proxy route the
+        # socket to the gateway holding it).
+        self._joinToken = tokens[0] if tokens else None
         return None
 
     def onOpen(self) -> None:
@@ -119,21 +134,46 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
             self._write, self._slowConsumer, self._resync,
             options.sendBufferSoft, options.sendBufferHard,
         )
+        # The transport was taken over from the HTTP channel, which is still
+        # registered as its producer.
+        if getattr(self.transport, "producer", None) is not None:
+            self.transport.unregisterProducer()  # type: ignore[union-attr]
         self.registerProducer(self.sender, True)
         self.factory.sockets.add(self)
+        if self._joinToken is not None:
+            try:
+                self._bind(self.factory.table.get(self._joinToken))
+            except GatewayError as e:
+                self._notify("rpc.session", {"state": "ended", "reason": e.message})
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.factory.sockets.discard(self)
         if self.sender is not None:
             self.sender.closed = True
         self._unbind()
+        pending, self._mindCalls = self._mindCalls, {}
+        for call in pending.values():
+            call.errback(pb.Error("the browser disconnected during the call"))
 
     def _write(self, data: bytes) -> None:
-        self.sendMessage(data, isBinary=False)
+        if self.state != self.STATE_OPEN:
+            # Closing: autobahn would raise Disconnected; the client is gone.
+            return
+        # maxMessageSize bounds what clients send.  Autobahn applies its
+        # maxMessagePayloadSize to outgoing messages too (raising, so the
+        # request would never be answered); what we send is bounded by the
+        # BoundedSender instead.
+        limit, self.maxMessagePayloadSize = self.maxMessagePayloadSize, 0
+        try:
+            self.sendMessage(data, isBinary=False)
+        finally:
+            self.maxMessagePayloadSize = limit
 
     def _slowConsumer(self, reason: str) -> None:
         self.log.info("Dropping a slow WebSocket client: {reason}", reason=reason)
-        self.sendClose(code=1008, reason=reason[:100])
+        # sendClose only takes application codes (1000, 3000-4999) and raises
+        # for 1008 (policy violation), which a server may send.
+        self.sendCloseFrame(code=1008, reasonUtf8=reason[:100].encode("utf-8"), isReply=False)
 
     def _sendJSON(self, message: dict[str, Any]) -> None:
         if self.sender is not None:
@@ -150,9 +190,13 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
         self._unbind()
         self.session = session
         session.endListeners.append(self._sessionEnded)
+        if session.mind is not None:
+            session.mind.attach(self)
 
     def _unbind(self) -> None:
         session, self.session = self.session, None
+        if session is not None and session.mind is not None:
+            session.mind.detach(self)
         for mirror in self.subscriptions.values():
             if self._update in mirror.subscribers:
                 mirror.subscribers.remove(self._update)
@@ -234,7 +278,44 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
             error["data"] = data
         return {"jsonrpc": "2.0", "id": requestID, "error": error}
 
+    def _mindAnswer(self, message: dict[str, Any]) -> bool:
+        """
+        Route the page's answer to a mind call; whether C{message} was one.
+        """
+        if "method" in message or not ("result" in message or "error" in message):
+            return False
+        call = self._mindCalls.pop(message.get("id"), None)  # type: ignore[arg-type]
+        if call is None:
+            return isinstance(message.get("id"), str) and message["id"].startswith("m")
+        if "error" in message:
+            error = message["error"]
+            text = error.get("message") if isinstance(error, dict) else None
+            call.errback(pb.Error(str(text or error)))
+        else:
+            call.callback(message["result"])
+        return True
+
+    def mindCall(self, method: str, params: Any) -> Deferred[Any]:
+        """
+        Ask the page to run its handler for C{method}; the Deferred fires with
+        its JSON result.
+        """
+        self._mindCallCount += 1
+        requestID = f"m{self._mindCallCount}"
+        call: Deferred[Any] = Deferred(lambda _: self._forgetMindCall(requestID))
+        self._mindCalls[requestID] = call
+        self._sendJSON({"jsonrpc": "2.0", "id": requestID, "method": method, "params": params})
+        return call
+
+    def _forgetMindCall(self, requestID: str) -> None:
+        self._mindCalls.pop(requestID, None)
+
+    def mindNotify(self, method: str, params: Any) -> None:
+        self._sendJSON({"jsonrpc": "2.0", "method": method, "params": params})
+
     async def _handle(self, message: Any) -> dict[str, Any] | None:
+        if isinstance(message, dict) and self._mindAnswer(message):
+            return None
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
             return self._errorResponse(None, INVALID_REQUEST, 'not a JSON-RPC 2.0 request')
         requestID = message.get("id")
@@ -317,7 +398,11 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
             anonymous = params.get("anonymous", False)
             if not isinstance(anonymous, bool):
                 raise _RPCError(INVALID_PARAMS, "anonymous must be true or false")
-            session = await table.login(params.get("username"), params.get("password"), anonymous)
+            peer = self.transport.getPeer() if self.transport is not None else None
+            session = await table.login(
+                params.get("username"), params.get("password"), anonymous,
+                clientAddress=getattr(peer, "host", None),
+            )
         self._bind(session)
         return {
             "token": session.token,
@@ -394,7 +479,20 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
         return {"cache": handle, "seq": mirror.seq, "replayed": replayed,
                 "snapshot": missed is None}
 
+    async def _rpcExpose(self, params: Any) -> Any:
+        named = _named(params, "methods")
+        methods = named["methods"]
+        if not isinstance(methods, list) or not all(
+            isinstance(m, str) and _METHOD_NAME.match(m) for m in methods
+        ):
+            raise _RPCError(INVALID_PARAMS, "methods must be a list of method names")
+        self.exposed.update(methods)
+        if self.session is not None and self.session.mind is not None:
+            self.session.mind.attach(self)
+        return {"exposed": sorted(self.exposed)}
+
     _builtins = {
+        "rpc.expose": _rpcExpose,
         "rpc.login": _rpcLogin,
         "rpc.logout": _rpcLogout,
         "rpc.call": _rpcCall,
@@ -423,6 +521,9 @@ class GatewayWebSocketFactory(WebSocketServerFactory):
             autoPingInterval=options.pingInterval or None,
             autoPingTimeout=options.pingTimeout or None,
             openHandshakeTimeout=10,
+            # Send the close code (1009, 1002, ...) instead of dropping the
+            # TCP connection, so the client learns why.
+            failByDrop=False,
         )
 
     def originAllowed(self, origin: str, host: str | None) -> bool:

@@ -74,6 +74,7 @@ MAX_BROKER_REFS = 1024
 PROTOCOL_VERSION = 6
 
 _noTimeout: Any = object()
+_PROBE = b"pbgw:keepalive"
 _TWISTED_FAILURE_TAG = b"twisted.spread.pb.CopyableFailure"
 
 # Our error classes, as Twisted names their equivalents: added to the
@@ -100,6 +101,12 @@ class BrokerOptions:
     @ivar maxDepth: the deepest nesting sent or accepted.
     @ivar maxReferences: objects lent to one peer at a time (and caches).
     @ivar unsafeTracebacks: send tracebacks of failures to the peer.
+    @ivar keepAliveInterval: after this many idle seconds, probe the peer;
+        L{None} never probes.  The probe is a call on an object no peer
+        publishes, which every PB peer (ours or Twisted's) answers with an
+        "Invalid Object ID" error.
+    @ivar keepAliveTimeout: seconds a probe may go unanswered before the
+        connection is dropped as dead.
     """
 
     callTimeout: float | None = 300.0
@@ -108,6 +115,8 @@ class BrokerOptions:
     maxDepth: int = banana.MAX_DEPTH
     maxReferences: int = MAX_BROKER_REFS
     unsafeTracebacks: bool = False
+    keepAliveInterval: float | None = None
+    keepAliveTimeout: float = 10.0
 
 
 class Local:
@@ -413,6 +422,8 @@ class Broker(Protocol):
         self.unserializingPerspective: Any = None
         self._lent: list[tuple[str, Any]] | None = None
         self._unsent: dict[int, tuple[Any, list[tuple[str, Any]]]] = {}
+        self._keepAlive: Any = None
+        self._lastReceived = 0.0
         self._lastLent: list[tuple[str, Any]] = []
         # References that arrived in the call being dispatched: kept alive
         # until its answer is sent, so their decrefs cannot overtake it.
@@ -441,6 +452,7 @@ class Broker(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.disconnected:
             return
+        self._lastReceived = self.clock.seconds() if self._keepAlive is not None else 0.0
         try:
             expressions = self._decoder.feed(data)
         except banana.BananaError as e:
@@ -519,6 +531,8 @@ class Broker(Protocol):
         notifiers, tell the factory.
         """
         self.sendCall(b"version", self.version)
+        if self.options.keepAliveInterval is not None:
+            self._startKeepAlive(self.options.keepAliveInterval)
         connects, self.connects = self.connects or [], None
         for notifier in connects:
             try:
@@ -530,6 +544,8 @@ class Broker(Protocol):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.disconnected = True
+        if self._keepAlive is not None and self._keepAlive.running:
+            self._keepAlive.stop()
         waiting, self.waitingForAnswers = self.waitingForAnswers, {}
         for timer in self._timeouts.values():
             if timer.active():
@@ -944,6 +960,31 @@ class Broker(Protocol):
 
     def proto_didNotUnderstand(self, command: Any) -> None:
         self._log.info("The peer didn't understand {command!r}", command=command)
+
+    # -- keep-alive -------------------------------------------------------
+
+    def _startKeepAlive(self, interval: float) -> None:
+        from twisted.internet.task import LoopingCall
+
+        self._lastReceived = self.clock.seconds()
+        self._keepAlive = LoopingCall(self._probe, interval)
+        self._keepAlive.clock = self.clock
+        started = self._keepAlive.start(min(interval, self.options.keepAliveTimeout) / 2, now=False)
+        started.addErrback(self._logUnexpected)
+
+    def _probe(self, interval: float) -> None:
+        idle = self.clock.seconds() - self._lastReceived
+        if idle >= interval + self.options.keepAliveTimeout:
+            self._log.warn("PB peer {broker} silent for {idle:.1f} s: dropping it",
+                           broker=self, idle=idle)
+            self.disconnected = True
+            if self.transport is not None:
+                self.transport.abortConnection()  # type: ignore[attr-defined]
+        elif idle >= interval:
+            # A call on an object no peer publishes: every PB broker (ours
+            # or Twisted's) answers "Invalid Object ID" without logging it.
+            probe = self.remoteForName(_PROBE).callRemote("ping", _timeout=None)
+            probe.addErrback(lambda _: None)
 
     def proto_message(self, requestID: int, objectID: Any, message: bytes,
                       answerRequired: int, netArgs: Any, netKw: Any) -> None:

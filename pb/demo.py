@@ -12,12 +12,15 @@ C{--service} is given:
     C{store}/C{retrieve}/C{list_keys} with the Copyable L{SharedData}, and
     may write to the shared to-do board;
   - C{stats} is a live record of server statistics that changes every
-    second (uptime, connected clients, calls per second, memory).
+    second (uptime, connected clients, calls per second, memory);
+  - a chat room (C{joinChat}, C{say}, C{leaveChat}) calls its members back
+    through their minds: C{receive(sender, text)}.
 """
 
 from __future__ import annotations
 
 import datetime
+import itertools
 import os
 import resource
 import time
@@ -27,13 +30,13 @@ from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from .errors import Error
+from .errors import DeadReferenceError, Error, PBConnectionLost
 from .flavors import Copyable, Referenceable, RemoteCopy
 from .jelly import setUnjellyableForClass
 from .live import LiveDict
 from .login import Avatar, Realm
 
-__all__ = ["DEMO_USERS", "Counter", "DemoGuest", "DemoRealm", "DemoUser", "SharedData", "makeService"]
+__all__ = ["DEMO_USERS", "ChatRoom", "Counter", "DemoGuest", "DemoRealm", "DemoUser", "SharedData", "makeService"]
 
 DEMO_USERS = {"alice": "password", "bob": "secret"}
 
@@ -92,6 +95,7 @@ class DemoGuest(Avatar):
         super().__init__(avatarId)
         self.realm = realm
         self._counter: Counter | None = None
+        self._chatName = f"guest-{next(realm.guestNumbers)}"
 
     @property
     def name(self) -> str:
@@ -121,6 +125,24 @@ class DemoGuest(Avatar):
             self._counter = Counter()
         return self._counter
 
+    @property
+    def chatName(self) -> str:
+        return self._chatName
+
+    def perspective_joinChat(self) -> list[str]:
+        """Join the chat room; messages arrive through receive(sender, text)."""
+        if self.mind is None:
+            raise Error("join the chat with a client that can receive messages (a mind)")
+        return self.realm.chat.join(self.chatName, self.mind)
+
+    def perspective_say(self, text: str) -> None:
+        """Say something in the chat room (join it first)."""
+        self.realm.chat.say(self.chatName, text)
+
+    def perspective_leaveChat(self) -> None:
+        """Leave the chat room."""
+        self.realm.chat.leave(self.chatName)
+
     def perspective_stats(self) -> LiveDict:
         """Live server statistics, updated every second."""
         return self.realm.stats
@@ -130,7 +152,49 @@ class DemoGuest(Avatar):
         return self.realm.board
 
     def logout(self) -> None:
+        self.realm.chat.leave(self.chatName)
         self.realm.sessionEnded(self)
+
+
+class ChatRoom:
+    """
+    The demo's chat room: members are called back through their minds with
+    C{receive(sender, text)}; C{"*"} is the room itself.
+    """
+
+    log = Logger()
+
+    def __init__(self) -> None:
+        self.members: dict[str, Any] = {}
+
+    def join(self, name: str, mind: Any) -> list[str]:
+        self.members[name] = mind
+        self.broadcast("*", f"{name} joined")
+        return sorted(self.members)
+
+    def leave(self, name: str) -> None:
+        if self.members.pop(name, None) is not None:
+            self.broadcast("*", f"{name} left")
+
+    def say(self, name: str, text: str) -> None:
+        if name not in self.members:
+            raise Error("join the chat first")
+        if not isinstance(text, str) or not text.strip():
+            raise Error("say something")
+        if len(text) > MAX_TEXT:
+            raise Error(f"a message is at most {MAX_TEXT} characters")
+        self.broadcast(name, text)
+
+    def broadcast(self, sender: str, text: str) -> None:
+        for name, mind in list(self.members.items()):
+            d = mind.callRemote("receive", sender, text)
+            d.addErrback(self._undelivered, name, mind)
+
+    def _undelivered(self, failure: Any, name: str, mind: Any) -> None:
+        self.log.info("Chat message to {name} failed: {reason}", name=name,
+                      reason=failure.getErrorMessage())
+        if failure.check(DeadReferenceError, PBConnectionLost) and self.members.get(name) is mind:
+            del self.members[name]
 
 
 class DemoUser(DemoGuest):
@@ -145,6 +209,10 @@ class DemoUser(DemoGuest):
 
     @property
     def name(self) -> str:
+        return self.username
+
+    @property
+    def chatName(self) -> str:
         return self.username
 
     def perspective_getMessage(self) -> str:
@@ -212,6 +280,8 @@ class DemoRealm(Realm, Service):
             }
         )
         self.board = LiveDict()
+        self.chat = ChatRoom()
+        self.guestNumbers = itertools.count(1)
         self.sessions = 0
         self.factory: Any = None
         self._nextTask = 1
