@@ -52,8 +52,11 @@ class Room:
         self.members[member] = mind
         self.broadcast("*", f"{member} joined")
 
-    def leave(self, member: str) -> None:
-        if self.members.pop(member, None) is not None:
+    def leave(self, member: str, mind: Any) -> None:
+        # Only the login that joined last holds the name's seat: an older
+        # login of the same user leaving must not take it away.
+        if self.members.get(member) is mind:
+            del self.members[member]
             self.broadcast("*", f"{member} left")
 
     def broadcast(self, sender: str, text: str) -> defer.Deferred[list[Any]]:
@@ -82,9 +85,10 @@ class Seat(pb.Referenceable):
     A member's place in one room, handed out by reference.
     """
 
-    def __init__(self, room: Room, member: str) -> None:
+    def __init__(self, room: Room, member: str, mind: Any) -> None:
         self.room = room
         self.member = member
+        self.mind = mind
 
     def remote_say(self, text: str) -> defer.Deferred[list[Any]]:
         """Say something to the room; the answers of every member's mind."""
@@ -100,7 +104,7 @@ class Seat(pb.Referenceable):
 
     def remote_leave(self) -> None:
         """Leave the room."""
-        self.room.leave(self.member)
+        self.room.leave(self.member, self.mind)
 
 
 class Chatter(pb.Perspective):
@@ -124,7 +128,7 @@ class Chatter(pb.Perspective):
         chatRoom = self.service.room(room)
         chatRoom.join(self.name, self.mind)
         self.rooms.add(room)
-        return Seat(chatRoom, self.name)
+        return Seat(chatRoom, self.name, self.mind)
 
     def perspective_rooms(self) -> list[str]:
         """The rooms that exist."""
@@ -132,7 +136,7 @@ class Chatter(pb.Perspective):
 
     def logout(self) -> None:
         for room in self.rooms:
-            self.service.room(room).leave(self.name)
+            self.service.room(room).leave(self.name, self.mind)
 
 
 class ChatService(pb.Realm):

@@ -18,6 +18,8 @@ import struct
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from ._gc import withoutCycleCollection
+
 __all__ = [
     "MAX_DEPTH",
     "PB_VOCABULARY",
@@ -221,6 +223,7 @@ def _stringHeader(size: int, sizeLimit: int) -> bytes:
     return int2b128(size) + bytes((_STRING,))
 
 
+@withoutCycleCollection
 def encode(
     obj: object,
     vocabulary: Mapping[bytes, int] | None = None,
@@ -378,6 +381,7 @@ class Decoder:
         """
         self._vocabulary = dict(vocabulary) if vocabulary is not None else {}
 
+    @withoutCycleCollection
     def feed(self, data: bytes | bytearray | memoryview) -> list[object]:
         """
         Decode another chunk of the stream. Strings are decoded as L{bytes}

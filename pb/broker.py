@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import banana
+from ._gc import withoutCycleCollection
 from .errors import (
     CallTimeout,
     DeadReferenceError,
@@ -724,6 +725,7 @@ class Broker(Protocol):
 
     # -- (un)serialization ----------------------------------------------------
 
+    @withoutCycleCollection
     def serialize(self, object: Any, perspective: Any = None, method: Any = None,
                   args: Any = None, kw: Any = None) -> Any:
         """
@@ -754,6 +756,7 @@ class Broker(Protocol):
                 self._unsent[id(sexp)] = (sexp, lent)
         return sexp
 
+    @withoutCycleCollection
     def unserialize(self, sexp: Any, perspective: Any = None) -> Any:
         """
         Unjelly an s-expression received on this connection.

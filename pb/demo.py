@@ -141,7 +141,7 @@ class DemoGuest(Avatar):
 
     def perspective_leaveChat(self) -> None:
         """Leave the chat room."""
-        self.realm.chat.leave(self.chatName)
+        self.realm.chat.leave(self.chatName, self.mind)
 
     def perspective_stats(self) -> LiveDict:
         """Live server statistics, updated every second."""
@@ -152,7 +152,7 @@ class DemoGuest(Avatar):
         return self.realm.board
 
     def logout(self) -> None:
-        self.realm.chat.leave(self.chatName)
+        self.realm.chat.leave(self.chatName, self.mind)
         self.realm.sessionEnded(self)
 
 
@@ -172,8 +172,11 @@ class ChatRoom:
         self.broadcast("*", f"{name} joined")
         return sorted(self.members)
 
-    def leave(self, name: str) -> None:
-        if self.members.pop(name, None) is not None:
+    def leave(self, name: str, mind: Any) -> None:
+        # Only the login that joined last holds the name's seat: an older
+        # login of the same user leaving must not take it away.
+        if self.members.get(name) is mind and mind is not None:
+            del self.members[name]
             self.broadcast("*", f"{name} left")
 
     def say(self, name: str, text: str) -> None:

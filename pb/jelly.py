@@ -33,6 +33,8 @@ from twisted.persisted.crefutil import (
     _DictKeyAndValue,
 )
 
+from ._gc import withoutCycleCollection
+
 __all__ = [
     "DEFAULT_REGISTRY",
     "GenericCopy",
@@ -721,6 +723,7 @@ BASE_ATOMS: dict[bytes, Callable[[Unjellier, list[Any]], Any]] = {
 """The atoms every unjellier understands; brokers add PB's reference atoms."""
 
 
+@withoutCycleCollection
 def jelly(obj: Any, invoker: Any = None, registry: TypeRegistry | None = None) -> Any:
     """
     Serialize C{obj} to an s-expression (lists, bytes, ints and floats), ready
@@ -731,6 +734,7 @@ def jelly(obj: Any, invoker: Any = None, registry: TypeRegistry | None = None) -
     return Jellier(invoker, registry).jelly(obj)
 
 
+@withoutCycleCollection
 def unjelly(
     sexp: Any,
     invoker: Any = None,
