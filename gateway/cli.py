@@ -34,6 +34,30 @@ class _Usage(Exception):
     """
 
 
+class _Parser(argparse.ArgumentParser):
+    """
+    An argument parser whose errors are one line (argparse's own print the
+    usage first), like every other bad argument of the command.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _flagParser(name: str, parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """
+    C{parse} as an argparse type whose error names the key and the reason.
+    """
+
+    def parseFlag(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"{name} {e}") from None
+
+    return parseFlag
+
+
 # -- arguments ---------------------------------------------------------------
 
 
@@ -50,11 +74,11 @@ def _settingFlags(parser: argparse.ArgumentParser, *names: str) -> None:
         setting = byName[name]
         flag = "--" + name.replace("_", "-")
         if isinstance(setting.default, bool):
-            parser.add_argument(flag, action="store_const", const=True, default=None,
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
                                 help=setting.help)
-        elif setting.parseText is not None and name != "allowed_origins":
-            parser.add_argument(flag, type=setting.parseText, default=None, metavar="N",
-                                help=setting.help)
+        elif setting.parseText is not None and not isinstance(setting.default, tuple):
+            parser.add_argument(flag, type=_flagParser(name, setting.parseText), default=None,
+                                metavar="N", help=setting.help)
         else:
             parser.add_argument(flag, default=None, metavar=name.upper().split("_")[-1],
                                 help=setting.help)
@@ -62,15 +86,16 @@ def _settingFlags(parser: argparse.ArgumentParser, *names: str) -> None:
 
 _BROKER_KEYS = ("pb", "service", "users", "anonymous", "log_format")
 _GATEWAY_KEYS = (
-    "http", "call_timeout", "session_idle_timeout", "allowed_origins", "static_dir",
-    "gateway_name", "debug", "log_format",
+    "http", "call_timeout", "session_idle_timeout", "connect_timeout", "max_body_size",
+    "max_message_size", "max_in_flight", "max_handles", "update_buffer", "send_buffer_soft",
+    "send_buffer_hard", "ping_interval", "ping_timeout", "sse_keepalive", "allowed_origins",
+    "static_dir", "gateway_name", "mind_wait", "mind_notifications", "share_anonymous",
+    "login_max_failures", "login_window", "login_lockout", "debug", "log_format",
 )
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="pb-gateway", description="Perspective Broker services for the web."
-    )
+    parser = _Parser(prog="pb-gateway", description="Perspective Broker services for the web.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
@@ -136,7 +161,9 @@ def _startLogging(config: Any) -> None:
     from twisted.logger import globalLogBeginner, jsonFileLogObserver, textFileLogObserver
 
     observer = (
-        jsonFileLogObserver(sys.stdout) if config["log_format"] == "json"
+        # One JSON object per line (JSON Lines), without the RFC 7464 record
+        # separator Twisted puts before each by default.
+        jsonFileLogObserver(sys.stdout, recordSeparator="") if config["log_format"] == "json"
         else textFileLogObserver(sys.stdout)
     )
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
@@ -182,8 +209,13 @@ def _run(reactor: Any, start: Callable[[], Awaitable[Any]]) -> int:
     failed: list[str] = []
 
     def startFailed(failure: Any) -> None:
+        from twisted.internet.error import ReactorNotRunning
+
         failed.append(str(failure.value) if failure.check(_Usage) else failure.getErrorMessage())
-        reactor.stop()
+        try:
+            reactor.stop()
+        except ReactorNotRunning:
+            pass
 
     async def starting() -> None:
         await start()
@@ -226,20 +258,66 @@ def _gateway(args: argparse.Namespace) -> int:
     from .service import GatewayService
 
     config = _config(args, ("broker", *_GATEWAY_KEYS))
+    _checkClientEndpoint(reactor, config["broker"])
     gatewayService = GatewayService(reactor, config["http"], config.gatewayOptions())
     _startLogging(config)
 
     async def start() -> None:
         port = await _listen(reactor, gatewayService)
-        _ready(port)
+        _ready(port, config["http"])
 
     return _run(reactor, start)
 
 
-def _ready(port: Any) -> None:
+def _checkClientEndpoint(reactor: Any, description: str) -> None:
+    """
+    Reject a broker endpoint string that cannot be parsed at start-up, not
+    at the first login.
+    """
+    from twisted.internet.endpoints import clientFromString
+
+    try:
+        clientFromString(reactor, description)
+    except Exception as e:
+        raise _Usage(f"bad broker endpoint {description!r}: {e}") from None
+
+
+def _isTLS(description: str) -> bool:
+    return description.split(":", 1)[0].strip().lower() in ("ssl", "tls")
+
+
+def _ready(port: Any, description: str) -> None:
     address = port.getHost()
+    if not hasattr(address, "port"):
+        path = address.name.decode() if isinstance(address.name, bytes) else address.name
+        print(f"pb-gateway is ready at unix:{path}", flush=True)
+        return
     host = "localhost" if address.host in ("0.0.0.0", "::", "127.0.0.1") else address.host
-    print(f"pb-gateway is ready at http://{host}:{address.port}/", flush=True)
+    scheme = "https" if _isTLS(description) else "http"
+    print(f"pb-gateway is ready at {scheme}://{host}:{address.port}/", flush=True)
+
+
+def _localBroker(description: str, address: Any) -> str:
+    """
+    The client endpoint string for C{serve}'s gateway to reach the broker it
+    has just started listening at C{address} (from C{description}).
+    """
+    if not hasattr(address, "port"):
+        path = address.name.decode() if isinstance(address.name, bytes) else address.name
+        return f"unix:path={_escape(path)}"
+    host = "127.0.0.1" if address.host in ("0.0.0.0", "::", "") else address.host
+    # The link stays on this machine and ends in this process, so TLS needs
+    # no certificate check here (the broker's certificate may not name the
+    # address, nor be trusted by the system).
+    kind = "ssl" if _isTLS(description) else "tcp"
+    return f"{kind}:host={_escape(host)}:port={address.port}"
+
+
+def _escape(value: str) -> str:
+    """
+    C{value} quoted for an endpoint string, where C{:} separates arguments.
+    """
+    return value.replace("\\", "\\\\").replace(":", "\\:")
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -254,9 +332,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     async def start() -> None:
         port = await _listen(reactor, brokerService)
-        brokerAt = f"tcp:host=127.0.0.1:port={port.getHost().port}"
+        brokerAt = _localBroker(config["pb"], port.getHost())
         gatewayService = GatewayService(reactor, config["http"], config.gatewayOptions(brokerAt))
-        _ready(await _listen(reactor, gatewayService))
+        _ready(await _listen(reactor, gatewayService), config["http"])
 
     return _run(reactor, start)
 
@@ -325,6 +403,9 @@ def _call(args: argparse.Namespace) -> int:
     if args.user and password is None:
         password = getpass.getpass(f"Password for {args.user}: ")
     status: list[int] = [0]
+    # A signal (Ctrl-C, SIGTERM) is how a --watch ends: not a failure.
+    stopping: list[bool] = []
+    reactor.addSystemEventTrigger("before", "shutdown", stopping.append, True)
 
     async def run() -> None:
         client = GatewayClient(args.url)
@@ -347,15 +428,17 @@ def _call(args: argparse.Namespace) -> int:
             print(f"pb-gateway call: {e}", file=sys.stderr)
             status[0] = 1
         except Exception as e:
-            print(f"pb-gateway call: {type(e).__name__}: {e}", file=sys.stderr)
-            status[0] = 1
+            if not stopping:
+                print(f"pb-gateway call: {type(e).__name__}: {e}", file=sys.stderr)
+                status[0] = 1
         finally:
             if client.token is not None and not args.watch:
                 try:
                     await client.logout()
                 except Exception:
                     pass
-            reactor.stop()
+            if not stopping:
+                reactor.stop()
 
     _run(reactor, run)
     return status[0]

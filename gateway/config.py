@@ -69,7 +69,7 @@ def _bool(value: Any) -> bool:
 def _origins(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [part.strip() for part in value.split(",") if part.strip()]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise ValueError("must be a list of origins (or a comma-separated string)")
     for origin in value:
         if origin != "*" and not re.match(r"https?://[^/\s]+\Z", origin):
@@ -80,7 +80,7 @@ def _origins(value: Any) -> tuple[str, ...]:
 def _names(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [part.strip() for part in value.split(",") if part.strip()]
-    if not isinstance(value, list) or not all(
+    if not isinstance(value, (list, tuple)) or not all(
         isinstance(v, str) and re.match(r"[A-Za-z_][A-Za-z0-9_]*\Z", v) for v in value
     ):
         raise ValueError("must be a list of method names (or a comma-separated string)")
@@ -178,6 +178,12 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds a service's call on a web user waits for a browser", _number),
     Setting("mind_notifications", (), _names,
             "mind methods delivered to every browser, result ignored", lambda text: text),
+    Setting("share_anonymous", _defaults.shareAnonymous, _bool,
+            "anonymous sessions share one PB login (one observer per live object)",
+            _boolText),
+    Setting("share_anonymous", _defaults.shareAnonymous, _bool,
+            "anonymous sessions share one PB login (one subscription per live object)",
+            _boolText),
     Setting("login_max_failures", _defaults.loginMaxFailures, _positive(int),
             "failed logins (per user, per address) before a lockout", _number),
     Setting("login_window", _defaults.loginWindow, _positive(float),
@@ -189,6 +195,9 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+# PBGW_ variables that are not settings: the password of `pb-gateway call`.
+_NOT_SETTINGS = frozenset({"PBGW_PASSWORD"})
 
 
 @attrs.frozen
@@ -232,6 +241,8 @@ class Config:
             staticDir=v["static_dir"],
             mindWait=v["mind_wait"],
             mindNotifications=v["mind_notifications"],
+            shareAnonymous=v["share_anonymous"],
+            shareAnonymous=v["share_anonymous"],
             loginMaxFailures=v["login_max_failures"],
             loginWindow=v["login_window"],
             loginLockout=v["login_lockout"],
@@ -298,7 +309,7 @@ def loadConfig(
         for name, raw in document.items():
             _apply(values, sources, name, raw, path)
     for variable, text in (environ or {}).items():
-        if not variable.startswith("PBGW_"):
+        if not variable.startswith("PBGW_") or variable in _NOT_SETTINGS:
             continue
         name = variable[len("PBGW_"):].lower()
         setting = _BY_NAME.get(name)

@@ -84,6 +84,8 @@ class GatewayOptions:
         web client that handles it.
     @ivar mindNotifications: mind methods delivered to every web client, whose
         result the service ignores.
+    @ivar shareAnonymous: anonymous sessions share one PB login (one
+        identity, one subscription per live object) instead of one each.
     @ivar loginMaxFailures: failed logins (per user name, per client
         address) within C{loginWindow} seconds that lock further attempts
         out for C{loginLockout} seconds (429).
@@ -108,6 +110,7 @@ class GatewayOptions:
     sseKeepAlive: float = 15.0
     staticDir: str | None = DEFAULT_STATIC
     mindWait: float = 10.0
+    shareAnonymous: bool = True
     loginMaxFailures: int = 5
     loginWindow: float = 60.0
     loginLockout: float = 60.0
@@ -122,16 +125,17 @@ def _registry() -> pb.TypeRegistry:
 
 class CacheMirror:
     """
-    The gateway's mirror of one Cacheable a session holds.
+    The gateway's mirror of one Cacheable a login holds.
 
     Live objects (C{pb.live}) are mirrored exactly: their deltas are applied
     to C{state} and C{seq} is theirs.  Other caches keep the state they
     arrived with, and C{seq} counts the C{observe_*} events.  The last
     C{updateBuffer} updates are kept so a stream can resume after C{seq}.
+    Each update is encoded once, however many clients it goes to.
     """
 
-    def __init__(self, session: Session, handle: str, cache: pb.GenericRemoteCache) -> None:
-        self.session = session
+    def __init__(self, login: Login, handle: str, cache: pb.GenericRemoteCache) -> None:
+        self.login = login
         self.handle = handle
         self.cache: pb.GenericRemoteCache | None = cache
         self.typeName = cache.typeName
@@ -149,8 +153,10 @@ class CacheMirror:
         else:
             self.value = raw
             self.seq = 0
-        self.buffer: deque[dict[str, Any]] = deque(maxlen=session.options.updateBuffer)
+        self.buffer: deque[dict[str, Any]] = deque(maxlen=login.options.updateBuffer)
         self.subscribers: list[Callable[[CacheMirror, dict[str, Any]], Any]] = []
+        self._current: dict[str, Any] | None = None
+        self._encoded: dict[str, bytes] = {}
         cache.addListener(self._event)
 
     def _event(self, method: str, args: tuple[Any, ...], kw: dict[str, Any]) -> None:
@@ -159,7 +165,7 @@ class CacheMirror:
                 self.value = applyDelta(self.value, method, args)
                 self.seq = args[0]
             except (ValueError, IndexError, KeyError, TypeError):
-                self.session.log.warn(
+                self.login.log.warn(
                     "Cannot apply {method} to live object {handle}", method=method,
                     handle=self.handle,
                 )
@@ -170,16 +176,31 @@ class CacheMirror:
             "cache": self.handle,
             "seq": self.seq,
             "method": method,
-            "args": jsonFromPB(list(args), self.session),
+            "args": jsonFromPB(list(args), self.login),
         }
         if kw:
-            update["kwargs"] = jsonFromPB(kw, self.session)
+            update["kwargs"] = jsonFromPB(kw, self.login)
         self.buffer.append(update)
+        self._current = update
+        self._encoded = {}
         for subscriber in list(self.subscribers):
             try:
                 subscriber(self, update)
             except Exception:
-                self.session.log.failure("cache subscriber failed")
+                self.login.log.failure("cache subscriber failed")
+
+    def encoded(self, update: dict[str, Any], kind: str,
+                encode: Callable[[dict[str, Any]], bytes]) -> bytes:
+        """
+        C{encode(update)}, computed once per update and kind of transport
+        while the update is being fanned out.
+        """
+        if update is not self._current:
+            return encode(update)
+        data = self._encoded.get(kind)
+        if data is None:
+            data = self._encoded[kind] = encode(update)
+        return data
 
     def snapshot(self) -> dict[str, Any]:
         """
@@ -188,7 +209,7 @@ class CacheMirror:
         return {
             "$cache": self.handle,
             "type": self.typeName,
-            "state": jsonFromPB(self.value, self.session),
+            "state": jsonFromPB(self.value, self.login),
             "seq": self.seq,
         }
 
@@ -216,42 +237,167 @@ class CacheMirror:
         self.subscribers.clear()
 
 
-class Session:
+class Login:
     """
-    One web login: its PB connection, avatar, and handle tables.
+    One PB login: the connection, the avatar, the mind, and the handles of
+    the references and caches its calls returned.
+
+    A password login belongs to one session.  Anonymous sessions share one
+    login (unless C{shareAnonymous} is off): they are one PB identity, so
+    they share its subscriptions — a live object many dashboards watch
+    costs the broker one observer, and the gateway fans its updates out.
+    Each session may use only the handles it was given; a handle is released
+    when no session holds it any more.
     """
 
     log = Logger()
 
-    def __init__(
-        self,
-        table: SessionTable,
-        sessionID: str,
-        secret: str,
-        username: str | None,
-        factory: pb.PBClientFactory,
-        avatar: pb.RemoteReference,
-    ) -> None:
+    def __init__(self, table: SessionTable, factory: pb.PBClientFactory,
+                 avatar: pb.RemoteReference, mind: SessionMind | None, shared: bool) -> None:
+        self.table = table
+        self.options = table.options
+        self.factory = factory
+        self.avatar = avatar
+        self.mind = mind
+        self.shared = shared
+        self.methods: list[dict[str, Any]] | None = None
+        self.members: set[Session] = set()
+        self.refs: dict[str, pb.RemoteReference] = {}
+        self._refHandles: dict[Any, str] = {}
+        self.caches: dict[str, CacheMirror] = {}
+        self._cacheHandles: dict[Any, str] = {}
+        self.holders: dict[str, int] = {}
+        self.closed = False
+
+    # The Handles protocol, for values that reach every member (cache
+    # updates, mind calls): their handles are given to every member.
+
+    def handleForRef(self, ref: pb.RemoteReference) -> str:
+        handle = self._lend("r", ref.luid, lambda h: self.refs.__setitem__(h, ref))
+        for member in self.members:
+            member._hold(handle)
+        return handle
+
+    def refForHandle(self, handle: str) -> pb.RemoteReference:
+        ref = self.refs.get(handle)
+        if ref is None:
+            raise NotFound(f"no reference {handle!r} in this session", "unknown_handle")
+        return ref
+
+    def cacheJSON(self, cache: pb.GenericRemoteCache) -> dict[str, Any]:
+        handle = self._lend(
+            "c", cache.luid, lambda h: self.caches.__setitem__(h, CacheMirror(self, h, cache))
+        )
+        for member in self.members:
+            member._hold(handle)
+        return self.caches[handle].snapshot()
+
+    def cacheForHandle(self, handle: str) -> pb.GenericRemoteCache:
+        mirror = self.caches.get(handle)
+        if mirror is None or mirror.cache is None:
+            raise NotFound(f"no cache {handle!r} in this session", "unknown_handle")
+        return mirror.cache
+
+    def _lend(self, kind: str, luid: Any, store: Callable[[str], Any]) -> str:
+        table = self._refHandles if kind == "r" else self._cacheHandles
+        handle = table.get(luid)
+        if handle is None:
+            handle = kind + secrets.token_urlsafe(12)
+            store(handle)
+            table[luid] = handle
+        return handle
+
+    def hold(self, handle: str) -> None:
+        self.holders[handle] = self.holders.get(handle, 0) + 1
+
+    def unhold(self, handle: str) -> None:
+        count = self.holders.get(handle, 0) - 1
+        if count > 0:
+            self.holders[handle] = count
+            return
+        self.holders.pop(handle, None)
+        ref = self.refs.pop(handle, None)
+        if ref is not None:
+            self._refHandles.pop(ref.luid, None)
+        mirror = self.caches.pop(handle, None)
+        if mirror is not None:
+            if mirror.cache is not None:
+                self._cacheHandles.pop(mirror.cache.luid, None)
+            mirror.release()
+
+    def leave(self, session: Session) -> None:
+        """
+        C{session} ended; the last member leaving closes the login (the
+        broker runs the avatar's logout).
+        """
+        self.members.discard(session)
+        if not self.members:
+            self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.table._anonymous is self:
+            self.table._anonymous = None
+        for handle in list(self.caches):
+            self.caches.pop(handle).release()
+        self.refs.clear()
+        self._refHandles.clear()
+        self._cacheHandles.clear()
+        self.holders.clear()
+        self.factory.disconnect()
+        if self.mind is not None:
+            self.mind.end()
+
+    def lost(self) -> None:
+        """
+        The broker connection is gone: every member's session ends.
+        """
+        for member in list(self.members):
+            member.end(BROKER_LOST)
+        self.close()
+
+
+class Session:
+    """
+    One web login's session: its token, its idle timer, and the handles it
+    may use in its L{Login}.
+    """
+
+    log = Logger()
+
+    def __init__(self, table: SessionTable, sessionID: str, secret: str,
+                 username: str | None, login: Login) -> None:
         self.table = table
         self.options = table.options
         self.sessionID = sessionID
         self.secret = secret
         self.username = username
-        self.factory = factory
-        self.avatar = avatar
-        self.methods: list[dict[str, Any]] | None = None
+        self.login = login
         self.refs: dict[str, pb.RemoteReference] = {}
-        self._refHandles: dict[Any, str] = {}
         self.caches: dict[str, CacheMirror] = {}
-        self._cacheHandles: dict[Any, str] = {}
         self.ended: str | None = None
         self.endListeners: list[Callable[[Session, str], Any]] = []
-        self.mind: SessionMind | None = None
         self._expiry: IDelayedCall | None = None
+        self.streams = 0
+        login.members.add(self)
 
     @property
     def token(self) -> str:
         return f"{self.sessionID}.{self.secret}"
+
+    @property
+    def avatar(self) -> pb.RemoteReference:
+        return self.login.avatar
+
+    @property
+    def mind(self) -> SessionMind | None:
+        return self.login.mind
+
+    @property
+    def methods(self) -> list[dict[str, Any]] | None:
+        return self.login.methods
 
     def touch(self) -> None:
         """
@@ -261,8 +407,17 @@ class Session:
             self._expiry.reset(self.options.sessionIdleTimeout)
         elif self.ended is None:
             self._expiry = self.table.clock.callLater(
-                self.options.sessionIdleTimeout, self.end, "expired"
+                self.options.sessionIdleTimeout, self._idle
             )
+
+    def _idle(self) -> None:
+        self._expiry = None
+        if self.streams:
+            # An open WebSocket or event stream is activity: a dashboard that
+            # only watches keeps its session.
+            self.touch()
+        else:
+            self.end("expired")
 
     # -- the Handles protocol of the codec -------------------------------
 
@@ -273,13 +428,24 @@ class Session:
                 "too_many_handles",
             )
 
+    def _hold(self, handle: str) -> None:
+        if handle in self.refs or handle in self.caches:
+            return
+        login = self.login
+        if handle in login.refs:
+            self.refs[handle] = login.refs[handle]
+        elif handle in login.caches:
+            self.caches[handle] = login.caches[handle]
+        else:
+            return
+        login.hold(handle)
+
     def handleForRef(self, ref: pb.RemoteReference) -> str:
-        handle = self._refHandles.get(ref.luid)
-        if handle is None:
+        handle = self.login._refHandles.get(ref.luid)
+        if handle is None or handle not in self.refs:
             self._checkRoom()
-            handle = "r" + secrets.token_urlsafe(12)
-            self.refs[handle] = ref
-            self._refHandles[ref.luid] = handle
+            handle = self.login._lend("r", ref.luid, lambda h: self.login.refs.__setitem__(h, ref))
+            self._hold(handle)
         return handle
 
     def refForHandle(self, handle: str) -> pb.RemoteReference:
@@ -289,12 +455,15 @@ class Session:
         return ref
 
     def cacheJSON(self, cache: pb.GenericRemoteCache) -> dict[str, Any]:
-        handle = self._cacheHandles.get(cache.luid)
-        if handle is None:
+        login = self.login
+        handle = login._cacheHandles.get(cache.luid)
+        if handle is None or handle not in self.caches:
             self._checkRoom()
-            handle = "c" + secrets.token_urlsafe(12)
-            self.caches[handle] = CacheMirror(self, handle, cache)
-            self._cacheHandles[cache.luid] = handle
+            handle = login._lend(
+                "c", cache.luid,
+                lambda h: login.caches.__setitem__(h, CacheMirror(login, h, cache)),
+            )
+            self._hold(handle)
         return self.caches[handle].snapshot()
 
     def cacheForHandle(self, handle: str) -> pb.GenericRemoteCache:
@@ -338,28 +507,25 @@ class Session:
 
     def releaseRef(self, handle: str) -> None:
         """
-        Drop a reference: the broker sees the decref.
+        Drop a reference: when no session holds it, the broker sees the decref.
         """
-        ref = self.refs.pop(handle, None)
-        if ref is None:
+        if self.refs.pop(handle, None) is None:
             raise NotFound(f"no reference {handle!r} in this session", "unknown_handle")
-        self._refHandles.pop(ref.luid, None)
+        self.login.unhold(handle)
 
     def releaseCache(self, handle: str) -> None:
         """
-        Drop a cache: the broker's stoppedObserving runs.
+        Drop a cache: when no session holds it, the broker's stoppedObserving
+        runs.
         """
-        mirror = self.caches.pop(handle, None)
-        if mirror is None:
+        if self.caches.pop(handle, None) is None:
             raise NotFound(f"no cache {handle!r} in this session", "unknown_handle")
-        if mirror.cache is not None:
-            self._cacheHandles.pop(mirror.cache.luid, None)
-        mirror.release()
+        self.login.unhold(handle)
 
     def end(self, reason: str) -> None:
         """
-        End the session: release everything and close the PB connection (the
-        broker runs the avatar's logout).
+        End the session: release its handles; the last session of a login
+        closes the PB connection (the broker runs the avatar's logout).
         """
         if self.ended is not None:
             return
@@ -368,14 +534,11 @@ class Session:
             self._expiry.cancel()
         self._expiry = None
         self.table._forget(self, reason)
-        for handle in list(self.caches):
-            self.caches.pop(handle).release()
+        for handle in [*self.refs, *self.caches]:
+            self.login.unhold(handle)
         self.refs.clear()
-        self._refHandles.clear()
-        self._cacheHandles.clear()
-        self.factory.disconnect()
-        if self.mind is not None:
-            self.mind.end()
+        self.caches.clear()
+        self.login.leave(self)
         for listener in list(self.endListeners):
             try:
                 listener(self, reason)
@@ -398,6 +561,8 @@ class SessionTable:
         self.sessions: dict[str, Session] = {}
         self._ended: OrderedDict[str, str] = OrderedDict()
         self._rootFactory: pb.PBClientFactory | None = None
+        self._anonymous: Login | None = None
+        self._anonymousWaiters: list[Deferred[Login]] = []
         self.limiter = LoginLimiter(
             reactor, options.loginMaxFailures, options.loginWindow, options.loginLockout
         )
@@ -503,9 +668,6 @@ class SessionTable:
         C{withMind} is false, the session's L{SessionMind} is the login's
         mind, so the service can call the web user back.
         """
-        from .mind import SessionMind
-
-        mind = SessionMind(None) if withMind else None
         if anonymous:
             credentials: Any = Anonymous()
         elif isinstance(username, str) and isinstance(password, str):
@@ -519,12 +681,62 @@ class SessionTable:
         if not anonymous:
             keys.append(f"user:{username}")
         self.limiter.check(*keys)
+        shared = anonymous and self.options.shareAnonymous
+        if shared:
+            login = await self._sharedAnonymousLogin()
+        else:
+            login = await self._login(credentials, withMind, keys, shared=False)
+        if not anonymous:
+            self.limiter.succeeded(f"user:{username}")
+        session = Session(
+            self,
+            f"{self.options.gatewayName}-{secrets.token_urlsafe(9)}",
+            secrets.token_urlsafe(24),
+            None if anonymous else username,
+            login,
+        )
+        self.sessions[session.sessionID] = session
+        session.touch()
+        self.log.info("Session {id} opened for {user}", id=session.sessionID,
+                      user=session.username or "anonymous")
+        return session
+
+    async def _sharedAnonymousLogin(self) -> Login:
+        """
+        The anonymous login all anonymous sessions share (made on first use;
+        concurrent first logins wait for the same one).
+        """
+        if self._anonymous is not None and not self._anonymous.closed:
+            return self._anonymous
+        waiter: Deferred[Login] = Deferred()
+        self._anonymousWaiters.append(waiter)
+        if len(self._anonymousWaiters) == 1:
+            Deferred.fromCoroutine(
+                self._login(Anonymous(), True, [], shared=True)
+            ).addBoth(self._anonymousDone)
+        return await waiter
+
+    def _anonymousDone(self, result: Any) -> None:
+        waiters, self._anonymousWaiters = self._anonymousWaiters, []
+        if isinstance(result, Login):
+            self._anonymous = result
+        for waiter in waiters:
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)
+
+    async def _login(self, credentials: Any, withMind: bool, keys: list[str],
+                     shared: bool) -> Login:
+        from .mind import SessionMind
+
+        mind = SessionMind(None) if withMind else None
         factory = self.newFactory()
         await self.connect(factory)
         try:
-            login = factory.login(credentials, mind)
-            login.addTimeout(self.options.connectTimeout, self.clock)
-            avatar = await login
+            loggingIn = factory.login(credentials, mind)
+            loggingIn.addTimeout(self.options.connectTimeout, self.clock)
+            avatar = await loggingIn
         except Exception:
             factory.disconnect()
             failure = Failure()
@@ -536,30 +748,16 @@ class SessionTable:
             if isinstance(error, BrokerUnavailable | CallTimedOut | Unauthorized):
                 raise error from None
             raise Unauthorized(f"login refused: {error.message}", "login_failed") from None
-        if not anonymous:
-            self.limiter.succeeded(f"user:{username}")
-        session = Session(
-            self,
-            f"{self.options.gatewayName}-{secrets.token_urlsafe(9)}",
-            secrets.token_urlsafe(24),
-            None if anonymous else username,
-            factory,
-            avatar,
-        )
+        login = Login(self, factory, avatar, mind, shared)
         if mind is not None:
-            mind.session = session
-            session.mind = mind
+            mind.session = login
         assert factory._broker is not None
-        factory._broker.notifyOnDisconnect(lambda: session.end(BROKER_LOST))
-        self.sessions[session.sessionID] = session
+        factory._broker.notifyOnDisconnect(login.lost)
         try:
-            session.methods = await self._methods(avatar)
+            login.methods = await self._methods(avatar)
         except Exception:
-            session.methods = None
-        session.touch()
-        self.log.info("Session {id} opened for {user}", id=session.sessionID,
-                      user=session.username or "anonymous")
-        return session
+            login.methods = None
+        return login
 
     async def _methods(self, avatar: pb.RemoteReference) -> list[dict[str, Any]] | None:
         description = await describeRemote(avatar, timeout=self.options.callTimeout)
@@ -599,6 +797,12 @@ class SessionTable:
 
     def handleCount(self) -> int:
         return sum(len(s.refs) + len(s.caches) for s in self.sessions.values())
+
+    def loginCount(self) -> int:
+        """
+        PB logins (connections) the gateway holds for its sessions.
+        """
+        return len({id(s.login) for s in self.sessions.values()})
 
     def closeAll(self, reason: str = "gateway stopping") -> None:
         for session in list(self.sessions.values()):

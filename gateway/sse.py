@@ -53,6 +53,10 @@ def _event(name: str, data: Any, eventID: int | None = None) -> bytes:
     return f"{head}event: {name}\n".encode() + b"data: " + dumps(data) + b"\n\n"
 
 
+def _updateEvent(update: dict[str, Any]) -> bytes:
+    return _event("update", update, update["seq"])
+
+
 class EventStream:
     """
     One SSE stream of one cache.  C{done} fires when the stream should end
@@ -93,6 +97,7 @@ class EventStream:
                 self._update(mirror, update)
         mirror.subscribers.append(self._update)
         session.endListeners.append(self._sessionEnded)
+        session.streams += 1
         if session.mind is not None:
             session.mind.observers.append(self._mindCall)
         self.keepAlive = LoopingCall(self._ping)
@@ -103,7 +108,7 @@ class EventStream:
         request.notifyFinish().addBoth(lambda _: self._cleanup())  # type: ignore[attr-defined]
 
     def _update(self, mirror: CacheMirror, update: dict[str, Any]) -> None:
-        self.sender.sendUpdate(mirror.handle, _event("update", update, update["seq"]))
+        self.sender.sendUpdate(mirror.handle, mirror.encoded(update, "sse", _updateEvent))
 
     def _resync(self, handles: set[str]) -> None:
         self.sender.send(_event("snapshot", self.mirror.snapshot(), self.mirror.seq))
@@ -139,6 +144,7 @@ class EventStream:
             self.mirror.subscribers.remove(self._update)
         if self._sessionEnded in self.session.endListeners:
             self.session.endListeners.remove(self._sessionEnded)
+        self.session.streams -= 1
         mind = self.session.mind
         if mind is not None and self._mindCall in mind.observers:
             mind.observers.remove(self._mindCall)

@@ -58,6 +58,10 @@ def rpcError(error: GatewayError) -> dict[str, Any]:
     return {"code": code, "message": error.message, "data": error.asJSON()}
 
 
+def _updateMessage(update: dict[str, Any]) -> bytes:
+    return dumps({"jsonrpc": "2.0", "method": "rpc.update", "params": update})
+
+
 def _cacheHandles(value: Any, found: set[str]) -> set[str]:
     if isinstance(value, dict):
         handle = value.get("$cache")
@@ -98,6 +102,7 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
     """
 
     factory: GatewayWebSocketFactory
+    maxMessagePayloadSize: int
     log = Logger()
 
     def __init__(self) -> None:
@@ -189,12 +194,15 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
             return
         self._unbind()
         self.session = session
+        session.streams += 1
         session.endListeners.append(self._sessionEnded)
         if session.mind is not None:
             session.mind.attach(self)
 
     def _unbind(self) -> None:
         session, self.session = self.session, None
+        if session is not None:
+            session.streams -= 1
         if session is not None and session.mind is not None:
             session.mind.detach(self)
         for mirror in self.subscriptions.values():
@@ -218,8 +226,7 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
 
     def _update(self, mirror: CacheMirror, update: dict[str, Any]) -> None:
         if self.sender is not None:
-            message = {"jsonrpc": "2.0", "method": "rpc.update", "params": update}
-            self.sender.sendUpdate(mirror.handle, dumps(message))
+            self.sender.sendUpdate(mirror.handle, mirror.encoded(update, "rpc", _updateMessage))
 
     def _resync(self, handles: set[str]) -> None:
         for handle in handles:
