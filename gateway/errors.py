@@ -151,6 +151,11 @@ def errorFromFailure(failure: Failure, debug: bool = False) -> GatewayError:
         return value
     if isinstance(value, pb.CallTimeout):
         return CallTimedOut(str(value))
+    from twisted.internet.defer import TimeoutError as DeferredTimeout
+    from twisted.internet.error import TimeoutError as ConnectTimeout
+
+    if isinstance(value, (DeferredTimeout, ConnectTimeout)):
+        return BrokerUnavailable("the broker did not answer in time", "broker_timeout")
     if isinstance(value, (pb.DeadReferenceError, pb.PBConnectionLost)):
         return BrokerUnavailable(f"the broker connection is gone: {value}")
     if isinstance(value, UnauthorizedLogin):

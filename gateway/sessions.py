@@ -633,7 +633,17 @@ class SessionTable:
             factory = self.newFactory()
             await self.connect(factory)
             self._rootFactory = factory
-        return await factory.getRootObject()
+        root = factory.getRootObject()
+        # PB negotiation (and a TLS handshake) may still fail or stall after
+        # the connection is made: bounded like the connection itself.
+        root.addTimeout(self.options.connectTimeout, self.clock)
+        try:
+            return await root
+        except Exception:
+            factory.disconnect()
+            if self._rootFactory is factory:
+                self._rootFactory = None
+            raise errorFromFailure(Failure(), self.options.debug) from None
 
     async def ready(self) -> bool:
         """
