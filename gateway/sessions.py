@@ -272,11 +272,21 @@ class Login:
     # The Handles protocol, for values that reach every member (cache
     # updates, mind calls): their handles are given to every member.
 
-    def handleForRef(self, ref: pb.RemoteReference) -> str:
-        handle = self._lend("r", ref.luid, lambda h: self.refs.__setitem__(h, ref))
+    def lendRef(self, ref: pb.RemoteReference) -> str:
+        return self._lend("r", ref.luid, lambda h: self.refs.__setitem__(h, ref))
+
+    def lendCache(self, cache: pb.GenericRemoteCache) -> str:
+        return self._lend(
+            "c", cache.luid, lambda h: self.caches.__setitem__(h, CacheMirror(self, h, cache))
+        )
+
+    def _toMembers(self, handle: str) -> str:
         for member in self.members:
             member._hold(handle)
         return handle
+
+    def handleForRef(self, ref: pb.RemoteReference) -> str:
+        return self._toMembers(self.lendRef(ref))
 
     def refForHandle(self, handle: str) -> pb.RemoteReference:
         ref = self.refs.get(handle)
@@ -285,12 +295,7 @@ class Login:
         return ref
 
     def cacheJSON(self, cache: pb.GenericRemoteCache) -> dict[str, Any]:
-        handle = self._lend(
-            "c", cache.luid, lambda h: self.caches.__setitem__(h, CacheMirror(self, h, cache))
-        )
-        for member in self.members:
-            member._hold(handle)
-        return self.caches[handle].snapshot()
+        return self.caches[self._toMembers(self.lendCache(cache))].snapshot()
 
     def cacheForHandle(self, handle: str) -> pb.GenericRemoteCache:
         mirror = self.caches.get(handle)
@@ -440,13 +445,16 @@ class Session:
             return
         login.hold(handle)
 
-    def handleForRef(self, ref: pb.RemoteReference) -> str:
-        handle = self.login._refHandles.get(ref.luid)
-        if handle is None or handle not in self.refs:
+    def _take(self, handle: str | None, held: dict[str, Any], lend: Callable[[], str]) -> str:
+        if handle is None or handle not in held:
             self._checkRoom()
-            handle = self.login._lend("r", ref.luid, lambda h: self.login.refs.__setitem__(h, ref))
+            handle = lend()
             self._hold(handle)
         return handle
+
+    def handleForRef(self, ref: pb.RemoteReference) -> str:
+        login = self.login
+        return self._take(login._refHandles.get(ref.luid), self.refs, lambda: login.lendRef(ref))
 
     def refForHandle(self, handle: str) -> pb.RemoteReference:
         ref = self.refs.get(handle)
@@ -456,14 +464,9 @@ class Session:
 
     def cacheJSON(self, cache: pb.GenericRemoteCache) -> dict[str, Any]:
         login = self.login
-        handle = login._cacheHandles.get(cache.luid)
-        if handle is None or handle not in self.caches:
-            self._checkRoom()
-            handle = login._lend(
-                "c", cache.luid,
-                lambda h: login.caches.__setitem__(h, CacheMirror(login, h, cache)),
-            )
-            self._hold(handle)
+        handle = self._take(
+            login._cacheHandles.get(cache.luid), self.caches, lambda: login.lendCache(cache)
+        )
         return self.caches[handle].snapshot()
 
     def cacheForHandle(self, handle: str) -> pb.GenericRemoteCache:
