@@ -166,7 +166,13 @@ def _startLogging(config: Any) -> None:
         jsonFileLogObserver(sys.stdout, recordSeparator="") if config["log_format"] == "json"
         else textFileLogObserver(sys.stdout)
     )
-    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    from twisted.logger import FilteringLogObserver, LogLevel, LogLevelFilterPredicate
+
+    # Debug events (autobahn logs every frame) stay out of the log.
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
+    globalLogBeginner.beginLoggingTo(
+        [FilteringLogObserver(observer, [predicate])], redirectStandardIO=False
+    )
 
 
 def _brokerService(reactor: Any, config: Any) -> Any:

@@ -33,7 +33,6 @@ from .codec import dumps, loads, pbFromJSON
 from .errors import (
     BadRequest,
     BrokerUnavailable,
-    Forbidden,
     GatewayError,
     MethodNotAllowed,
     NotFound,
@@ -56,7 +55,6 @@ CONTENT_SECURITY_POLICY = (
 )
 
 _METHOD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_ROOT_LOGIN_METHODS = frozenset({"login", "loginAnonymous"})
 # Reason phrases twisted.web lacks (it would send "Unknown Status").
 _REASONS = {422: b"Unprocessable Content", 429: b"Too Many Requests"}
 
@@ -160,7 +158,6 @@ class GatewayAPI:
         self.metrics.labelledCounter(
             "pbgw_pb_calls_total", "PB calls by outcome.", lambda: table.callsByOutcome, "outcome"
         )
-        self._rootIsLogin: bool | None = None
         self.webSocketFactory = GatewayWebSocketFactory(table, table.reactor)
 
     # -- the one error handler --------------------------------------------
@@ -251,26 +248,7 @@ class GatewayAPI:
     async def callRoot(self, request: IRequest, method: str) -> Any:
         method = _methodName(method)
         args, kwargs = _callArguments(_readBody(request), None)
-        root = await self.table.rootObject()
-        if method in _ROOT_LOGIN_METHODS or await self._isLoginRoot(root):
-            raise Forbidden(
-                "the broker's root object is its login: use POST /api/login", "login_root"
-            )
-        from .codec import jsonFromPB
-
-        result = await self.table.callRemote(root, method, args, kwargs)
-        return {"result": jsonFromPB(result, None)}
-
-    async def _isLoginRoot(self, root: Any) -> bool:
-        if self._rootIsLogin is None:
-            from pb.introspect import describeRemote
-
-            try:
-                description = await describeRemote(root, timeout=self.options.callTimeout)
-            except Exception:
-                return False
-            self._rootIsLogin = description is not None and description.get("kind") == "login"
-        return self._rootIsLogin
+        return {"result": await self.table.callRoot(method, args, kwargs)}
 
     @_route("/api/refs/<handle>/<method>", ["POST"], "ref_call")
     async def callRef(self, request: IRequest, handle: str, method: str) -> Any:
@@ -397,6 +375,8 @@ class GatewayAPI:
     def _errorNow(self, request: IRequest, error: GatewayError, name: str) -> bytes:
         request.setResponseCode(error.status, _REASONS.get(error.status))
         request.setHeader(b"content-type", b"application/json")
+        if error.status == 401:
+            request.setHeader(b"www-authenticate", b'Bearer realm="pb-gateway"')
         self.metrics.observeRequest(request.method.decode("ascii", "replace"), name, error.status, 0.0)
         return dumps({"error": error.asJSON()})
 

@@ -39,6 +39,7 @@ from .errors import (
     BadRequest,
     BrokerUnavailable,
     CallTimedOut,
+    Forbidden,
     NotFound,
     TooManyRequests,
     Unauthorized,
@@ -49,6 +50,7 @@ from .ratelimit import LoginLimiter
 __all__ = ["CacheMirror", "GatewayOptions", "Session", "SessionTable"]
 
 DEFAULT_STATIC: str | None = str(Path(__file__).resolve().parent.parent / "static")
+_LOGIN_METHODS = frozenset({"login", "loginAnonymous"})
 BROKER_LOST = "broker connection lost"
 LIVE_TYPES = frozenset({"pb.live.LiveDict", "pb.live.LiveList"})
 _CALL_REMOTE_NAMES = frozenset({"self", "_name", "_timeout"})
@@ -565,6 +567,7 @@ class SessionTable:
         self._ended: OrderedDict[str, str] = OrderedDict()
         self._rootFactory: pb.PBClientFactory | None = None
         self._anonymous: Login | None = None
+        self._rootIsLogin: bool | None = None
         self._anonymousWaiters: list[Deferred[Login]] = []
         self.limiter = LoginLimiter(
             reactor, options.loginMaxFailures, options.loginWindow, options.loginLockout
@@ -647,6 +650,28 @@ class SessionTable:
             if self._rootFactory is factory:
                 self._rootFactory = None
             raise errorFromFailure(Failure(), self.options.debug) from None
+
+    async def callRoot(self, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """
+        Call C{remote_<method>} on the broker's root object; the JSON result.
+        A root that is the broker's login (a portal) takes no calls here: its
+        login machinery is only reached through a session's login.
+        """
+        root = await self.rootObject()
+        if method in _LOGIN_METHODS or await self._isLoginRoot(root):
+            raise Forbidden(
+                "the broker's root object is its login: log in first", "login_root"
+            )
+        return jsonFromPB(await self.callRemote(root, method, args, kwargs), None)
+
+    async def _isLoginRoot(self, root: pb.RemoteReference) -> bool:
+        if self._rootIsLogin is None:
+            try:
+                description = await describeRemote(root, timeout=self.options.callTimeout)
+            except Exception:
+                return False
+            self._rootIsLogin = description is not None and description.get("kind") == "login"
+        return self._rootIsLogin
 
     async def ready(self) -> bool:
         """

@@ -108,6 +108,11 @@ class EventStream:
         request.notifyFinish().addBoth(lambda _: self._cleanup())  # type: ignore[attr-defined]
 
     def _update(self, mirror: CacheMirror, update: dict[str, Any]) -> None:
+        if self.session.caches.get(mirror.handle) is not mirror:
+            # The session released the cache (another session sharing the
+            # login may still hold it): this stream is over.
+            self._finish()
+            return
         self.sender.sendUpdate(mirror.handle, mirror.encoded(update, "sse", _updateEvent))
 
     def _resync(self, handles: set[str]) -> None:

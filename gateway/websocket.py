@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 import pb
 
 from ._flow import BoundedSender
-from .codec import dumps, jsonFromPB, loads, pbFromJSON
+from .codec import dumps, loads, pbFromJSON
 from .errors import BadRequest, GatewayError, NotFound, TooManyRequests, errorFromFailure
 from .sessions import CacheMirror, Session, SessionTable
 
@@ -224,6 +224,11 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
             self.subscriptions[mirror.handle] = mirror
             mirror.subscribers.append(self._update)
 
+    def _unsubscribe(self, handle: str) -> None:
+        mirror = self.subscriptions.pop(handle, None)
+        if mirror is not None and self._update in mirror.subscribers:
+            mirror.subscribers.remove(self._update)
+
     def _update(self, mirror: CacheMirror, update: dict[str, Any]) -> None:
         if self.sender is not None:
             self.sender.sendUpdate(mirror.handle, mirror.encoded(update, "rpc", _updateMessage))
@@ -379,13 +384,7 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
             raise _RPCError(METHOD_NOT_FOUND, f"no such method {method!r}")
         args, kwargs = _params(params)
         if self.session is None:
-            root = await table.rootObject()
-            if method in ("login", "loginAnonymous"):
-                from .errors import Forbidden
-
-                raise Forbidden("log in with rpc.login", "login_root")
-            result = await table.callRemote(root, method, pbFromJSON(args), pbFromJSON(kwargs))
-            return jsonFromPB(result, None)
+            return await table.callRoot(method, pbFromJSON(args), pbFromJSON(kwargs))
         session = self._requireSession()
         return await session.call(
             method, pbFromJSON(args, session), pbFromJSON(kwargs, session)
@@ -446,8 +445,12 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
             session.releaseRef(params["ref"])
         elif isinstance(params, dict) and isinstance(params.get("cache"), str):
             handle = params["cache"]
-            self.subscriptions.pop(handle, None)
             session.releaseCache(handle)
+            # No socket of the session follows it any more; the mirror itself
+            # lives on while another session of a shared login holds it.
+            for socket in list(self.factory.sockets):
+                if socket.session is session:
+                    socket._unsubscribe(handle)
         else:
             raise _RPCError(INVALID_PARAMS, 'params: {"ref": H} or {"cache": H}')
         return None
