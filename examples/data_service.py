@@ -20,34 +20,19 @@ terminal::
 
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
+import _runner  # this folder's plumbing: a script's folder is on the path
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.portal import Portal
-from twisted.internet import endpoints, task
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import (
-    FilteringLogObserver,
-    LogLevel,
-    LogLevelFilterPredicate,
-    globalLogBeginner,
-    textFileLogObserver,
-)
 
 import pb
 from pb.credentials import InMemoryMD5Checker
 
-DEFAULT_PORT = 8800
-CALL_TIMEOUT = 10.0
-"""Seconds the client waits for any one answer."""
 USERS = {"user1": "pass1", "user2": "pass2"}
 SHARED_DATA_TYPE = b"pb-gateway.examples.SharedData"
 """The type tag L{SharedData} travels under (not importable, on purpose)."""
-
-Output = Callable[[str], object]
 
 
 class SharedData(pb.Copyable, pb.RemoteCopy):
@@ -136,21 +121,12 @@ def makeFactory(realm: DataRealm | None = None) -> pb.PBServerFactory:
     return pb.PBServerFactory(portal=portal)
 
 
-async def serve(reactor: IReactorTime, endpoint: str, out: Output = print) -> None:
-    """
-    Listen on C{endpoint} (e.g. C{"tcp:8800"}) and serve until the process ends.
-    """
-    port = await endpoints.serverFromString(reactor, endpoint).listen(makeFactory())
-    out(f"PB data service running on port {port.getHost().port}")
-    await Deferred()
-
-
 async def runClient(
     reactor: IReactorTime,
     endpoint: str,
     username: str = "user1",
     password: str = "pass1",
-    out: Output | None = None,
+    out: _runner.Output | None = None,
 ) -> list[str]:
     """
     Connect to the server at C{endpoint} (e.g. C{"tcp:host=localhost:port=8800"}),
@@ -160,16 +136,8 @@ async def runClient(
     @param out: called with each line of the report as it is made.
     @return: the report's lines.
     """
-    lines: list[str] = []
-
-    def report(line: str) -> None:
-        lines.append(line)
-        if out is not None:
-            out(line)
-
-    factory = pb.PBClientFactory(options=pb.BrokerOptions(callTimeout=CALL_TIMEOUT), clock=reactor)
-    broker = await endpoints.clientFromString(reactor, endpoint).connect(factory)
-    try:
+    report = _runner.Report(out)
+    async with _runner.connected(reactor, endpoint) as factory:
         avatar = await factory.login(UsernamePassword(username.encode(), password.encode()))
         data = SharedData("test_data", {"count": 42, "active": True})
         report(await avatar.callRemote("store", "item1", data))
@@ -180,50 +148,18 @@ async def runClient(
             await avatar.callRemote("retrieve", "missing")
         except pb.RemoteError as e:
             report(f"Retrieve failed: {e}")
-    finally:
-        await disconnect(broker)
-    return lines
-
-
-async def disconnect(broker: pb.Broker) -> None:
-    """
-    Close a client connection and wait until it is closed.
-    """
-    if broker.disconnected or broker.transport is None:
-        return
-    lost: Deferred[None] = Deferred()
-    broker.notifyOnDisconnect(lambda: lost.callback(None))
-    broker.transport.loseConnection()
-    await lost
-
-
-def say(line: str) -> None:
-    print(line, flush=True)
-
-
-def startLogging(level: LogLevel) -> None:
-    """
-    Log events of C{level} and above to standard error.
-    """
-    predicate = LogLevelFilterPredicate(defaultLogLevel=level)
-    observer = FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])
-    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    return report.lines
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Copyable objects over PB.")
-    parser.add_argument("mode", choices=["server", "client"])
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    parser.add_argument("--host", default="localhost", help="the server to connect to")
-    parser.add_argument("--user", default="user1")
-    parser.add_argument("--password", default="pass1")
-    args = parser.parse_args(argv)
-    startLogging(LogLevel.info if args.mode == "server" else LogLevel.warn)
-    if args.mode == "server":
-        task.react(serve, [f"tcp:{args.port}", say])
-    else:
-        endpoint = f"tcp:host={args.host}:port={args.port}:timeout=10"
-        task.react(runClient, [endpoint, args.user, args.password, say])
+    _runner.main(
+        argv,
+        "Copyable objects over PB.",
+        lambda clock, out: makeFactory(),
+        runClient,
+        serverName="PB data service",
+        clientOptions={"user": "user1", "password": "pass1"},
+    )
 
 
 if __name__ == "__main__":

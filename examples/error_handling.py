@@ -17,28 +17,12 @@ terminal::
 
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from twisted.internet import endpoints, task
-from twisted.internet.defer import Deferred
+import _runner  # this folder's plumbing: a script's folder is on the path
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import (
-    FilteringLogObserver,
-    LogLevel,
-    LogLevelFilterPredicate,
-    globalLogBeginner,
-    textFileLogObserver,
-)
 
 import pb
-
-DEFAULT_PORT = 8800
-CALL_TIMEOUT = 10.0
-"""Seconds the client waits for any one answer."""
-
-Output = Callable[[str], object]
 
 
 class ErrorService(pb.Root):
@@ -63,16 +47,9 @@ def makeFactory() -> pb.PBServerFactory:
     return pb.PBServerFactory(ErrorService())
 
 
-async def serve(reactor: IReactorTime, endpoint: str, out: Output = print) -> None:
-    """
-    Listen on C{endpoint} (e.g. C{"tcp:8800"}) and serve until the process ends.
-    """
-    port = await endpoints.serverFromString(reactor, endpoint).listen(makeFactory())
-    out(f"PB server running on port {port.getHost().port}")
-    await Deferred()
-
-
-async def runClient(reactor: IReactorTime, endpoint: str, out: Output | None = None) -> list[str]:
+async def runClient(
+    reactor: IReactorTime, endpoint: str, out: _runner.Output | None = None
+) -> list[str]:
     """
     Connect to the server at C{endpoint} (e.g. C{"tcp:host=localhost:port=8800"}),
     make calls that fail and one that succeeds, and disconnect.
@@ -80,16 +57,8 @@ async def runClient(reactor: IReactorTime, endpoint: str, out: Output | None = N
     @param out: called with each line of the report as it is made.
     @return: the report's lines.
     """
-    lines: list[str] = []
-
-    def report(line: str) -> None:
-        lines.append(line)
-        if out is not None:
-            out(line)
-
-    factory = pb.PBClientFactory(options=pb.BrokerOptions(callTimeout=CALL_TIMEOUT), clock=reactor)
-    broker = await endpoints.clientFromString(reactor, endpoint).connect(factory)
-    try:
+    report = _runner.Report(out)
+    async with _runner.connected(reactor, endpoint) as factory:
         root = await factory.getRootObject()
         try:
             await root.callRemote("causeError")
@@ -104,47 +73,11 @@ async def runClient(reactor: IReactorTime, endpoint: str, out: Output | None = N
             await root.callRemote("noSuchMethod")
         except AttributeError as e:
             report(f"Missing method: {e}")
-    finally:
-        await disconnect(broker)
-    return lines
-
-
-async def disconnect(broker: pb.Broker) -> None:
-    """
-    Close a client connection and wait until it is closed.
-    """
-    if broker.disconnected or broker.transport is None:
-        return
-    lost: Deferred[None] = Deferred()
-    broker.notifyOnDisconnect(lambda: lost.callback(None))
-    broker.transport.loseConnection()
-    await lost
-
-
-def say(line: str) -> None:
-    print(line, flush=True)
-
-
-def startLogging(level: LogLevel) -> None:
-    """
-    Log events of C{level} and above to standard error.
-    """
-    predicate = LogLevelFilterPredicate(defaultLogLevel=level)
-    observer = FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])
-    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    return report.lines
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Remote errors over PB.")
-    parser.add_argument("mode", choices=["server", "client"])
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    parser.add_argument("--host", default="localhost", help="the server to connect to")
-    args = parser.parse_args(argv)
-    startLogging(LogLevel.info if args.mode == "server" else LogLevel.warn)
-    if args.mode == "server":
-        task.react(serve, [f"tcp:{args.port}", say])
-    else:
-        task.react(runClient, [f"tcp:host={args.host}:port={args.port}:timeout=10", say])
+    _runner.main(argv, "Remote errors over PB.", lambda clock, out: makeFactory(), runClient)
 
 
 if __name__ == "__main__":

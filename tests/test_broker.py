@@ -58,9 +58,10 @@ class RemoteThing(pb.RemoteCopy):
     """
 
 
-class Observed(pb.Cacheable):
+class ObserverRecords:
     """
-    A Cacheable that records its observers and when each stops observing.
+    The Cacheable methods that ours and a Twisted peer's share: record each
+    observer, and when each stops observing.
     """
 
     def __init__(self) -> None:
@@ -74,6 +75,12 @@ class Observed(pb.Cacheable):
 
     def stoppedObserving(self, perspective: Any, observer: Any) -> None:
         self.stopped.append(observer)
+
+
+class Observed(ObserverRecords, pb.Cacheable):
+    """
+    A Cacheable that records its observers and when each stops observing.
+    """
 
 
 class RecordingCache(pb.RemoteCache):
@@ -102,12 +109,36 @@ def manyDicts(count: int) -> list[dict[str, Any]]:
     return [{"id": i, "name": f"item {i}", "ok": i % 2 == 0} for i in range(count)]
 
 
-class Service(pb.Root):
+class ServiceMethods:
+    """
+    The remote methods that the roots of our servers and of Twisted's servers
+    both answer, and answer alike.
+
+    @ivar pending: the Deferreds of C{remote_wait} calls, fired by the tests.
+    """
+
+    pending: list[Deferred[Any]]
+
+    def remote_add(self, a: int, b: int) -> int:
+        return a + b
+
+    def remote_wait(self) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.pending.append(d)
+        return d
+
+    def remote_many(self, count: int) -> list[dict[str, Any]]:
+        return manyDicts(count)
+
+    def remote_fail(self) -> None:
+        raise ValueError("bad value")
+
+
+class Service(ServiceMethods, pb.Root):
     """
     The root object of our servers.
 
     @ivar received: the values C{remote_take} was given.
-    @ivar pending: the Deferreds of C{remote_wait} calls, fired by the tests.
     """
 
     def __init__(self) -> None:
@@ -116,9 +147,6 @@ class Service(pb.Root):
         self.gate: Deferred[None] = Deferred()
         self.cache = Observed()
         self.child = Child()
-
-    def remote_add(self, a: int, b: int) -> int:
-        return a + b
 
     def remote_two(self, a: Any, b: Any) -> Any:
         return (a, b)
@@ -129,14 +157,6 @@ class Service(pb.Root):
 
     def remote_echo(self, value: Any) -> Any:
         return value
-
-    def remote_wait(self) -> Deferred[Any]:
-        d: Deferred[Any] = Deferred()
-        self.pending.append(d)
-        return d
-
-    def remote_many(self, count: int) -> list[dict[str, Any]]:
-        return manyDicts(count)
 
     def remote_thing(self) -> Thing:
         return Thing(5)
@@ -156,9 +176,6 @@ class Service(pb.Root):
     def remote_refuse(self) -> None:
         raise Refused("not today")
 
-    def remote_fail(self) -> None:
-        raise ValueError("bad value")
-
     async def remote_double(self, x: int) -> int:
         await self.gate
         return x * 2
@@ -173,25 +190,13 @@ class TwistedThing(twistedPB.Copyable):
         self.x = x
 
 
-class TwistedObserved(twistedPB.Cacheable):
+class TwistedObserved(ObserverRecords, twistedPB.Cacheable):
     """
     A Twisted peer's Cacheable, recording its observers.
     """
 
-    def __init__(self) -> None:
-        self.value = 1
-        self.observers: list[Any] = []
-        self.stopped: list[Any] = []
 
-    def getStateToCacheAndObserveFor(self, perspective: Any, observer: Any) -> Any:
-        self.observers.append(observer)
-        return {"value": self.value}
-
-    def stoppedObserving(self, perspective: Any, observer: Any) -> None:
-        self.stopped.append(observer)
-
-
-class TwistedService(twistedPB.Root):
+class TwistedService(ServiceMethods, twistedPB.Root):
     """
     The root object of Twisted servers.
     """
@@ -200,25 +205,11 @@ class TwistedService(twistedPB.Root):
         self.pending: list[Deferred[Any]] = []
         self.cache = TwistedObserved()
 
-    def remote_add(self, a: int, b: int) -> int:
-        return a + b
-
-    def remote_wait(self) -> Deferred[Any]:
-        d: Deferred[Any] = Deferred()
-        self.pending.append(d)
-        return d
-
-    def remote_many(self, count: int) -> list[dict[str, Any]]:
-        return manyDicts(count)
-
     def remote_thing(self) -> TwistedThing:
         return TwistedThing(5)
 
     def remote_cache(self) -> TwistedObserved:
         return self.cache
-
-    def remote_fail(self) -> None:
-        raise ValueError("bad value")
 
 
 class User(pb.Avatar):

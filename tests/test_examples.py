@@ -5,7 +5,8 @@ C{pb} on real loopback TCP, is exercised once by the example's own client
 each script runs from the repository root as C{python examples/<name>.py
 server --port 0} and C{... client --port <port>}.
 
-The examples are scripts, not a package, so they are loaded by path.
+The examples are scripts, not a package, so they are loaded by path, with
+their folder on the path as when they run (for their shared C{_runner}).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from twisted.trial.unittest import TestCase
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 EXAMPLES = REPOSITORY / "examples"
+if str(EXAMPLES) not in sys.path:
+    sys.path.insert(0, str(EXAMPLES))
 
 
 def loadExample(name: str) -> ModuleType:

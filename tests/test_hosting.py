@@ -182,6 +182,10 @@ class LoadServiceTests(TestCase):
 
 
 class TwistedBoardMirror(twistedPB.RemoteCache):
+    """
+    A native Twisted client's copy of a C{pb.live.LiveDict}.
+    """
+
     def setCopyableState(self, state: Any) -> None:
         self.seq = state["seq"]
         self.value = dict(state["value"])

@@ -35,7 +35,7 @@ class KeepAliveTests(SynchronousTestCase):
         clock = Clock()
         options = pb.BrokerOptions(keepAliveInterval=5, keepAliveTimeout=3)
         clientFactory = pb.PBClientFactory(options=options, clock=clock)
-        client, server, pump = connectedServerAndClient(
+        client, _server, pump = connectedServerAndClient(
             lambda: serverFactory.buildProtocol(None),
             lambda: clientFactory.buildProtocol(None),
             clock=clock,

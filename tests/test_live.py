@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import gc
+from collections.abc import Callable
 from typing import Any, cast
 
 from hypothesis import given, settings
@@ -445,21 +446,25 @@ class RandomMutationTests(SynchronousTestCase):
     content, both through L{applyDelta} and through real brokers.
     """
 
-    @settings(max_examples=60, deadline=None)
-    @given(initial=st.dictionaries(dictKeys, pbValues, max_size=4), ops=dictOps)
-    def test_dictMirrorMatchesServer(self, initial: dict[str, Any], ops: list[Any]) -> None:
+    def assertDeltasRebuild(
+        self,
+        live: LiveDict | LiveList,
+        ops: list[Any],
+        applyOp: Callable[[Any, tuple[Any, ...]], None],
+    ) -> None:
         """
-        After random dict mutations, replaying the recorded deltas with
-        L{applyDelta} on the subscription state, and a mirror across a real
-        connection, both equal the server's snapshot; seqs are consecutive.
+        Observe C{live} directly and through a mirror across a real connection,
+        apply each of C{ops} to it with C{applyOp}, and check that replaying the
+        recorded deltas with L{applyDelta} on the subscription state, and the
+        mirror, both equal the server's snapshot, and that the seqs are
+        consecutive.
         """
-        live = LiveDict(initial)
         observer = RecordingObserver()
         state = observeWith(live, observer)
-        connection = connect(self, LiveRoot(d=live))
-        mirror = connection.get(self, "d")
+        connection = connect(self, LiveRoot(live=live))
+        mirror = connection.get(self, "live")
         for op in ops:
-            applyDictOp(live, op)
+            applyOp(live, op)
         connection.pump.flush()
 
         replayed = state["value"]
@@ -470,6 +475,16 @@ class RandomMutationTests(SynchronousTestCase):
         self.assertEqual(mirror.value, live.snapshot())
         self.assertEqual(mirror.seq, live.seq)
         self.assertFalse(mirror.missed)
+
+    @settings(max_examples=60, deadline=None)
+    @given(initial=st.dictionaries(dictKeys, pbValues, max_size=4), ops=dictOps)
+    def test_dictMirrorMatchesServer(self, initial: dict[str, Any], ops: list[Any]) -> None:
+        """
+        After random dict mutations, replaying the recorded deltas with
+        L{applyDelta} on the subscription state, and a mirror across a real
+        connection, both equal the server's snapshot; seqs are consecutive.
+        """
+        self.assertDeltasRebuild(LiveDict(initial), ops, applyDictOp)
 
     @settings(max_examples=60, deadline=None)
     @given(initial=st.lists(pbValues, max_size=4), ops=listOps)
@@ -479,23 +494,7 @@ class RandomMutationTests(SynchronousTestCase):
         L{applyDelta}, and a mirror across a real connection, both equal the
         server's snapshot; seqs are consecutive.
         """
-        live = LiveList(initial)
-        observer = RecordingObserver()
-        state = observeWith(live, observer)
-        connection = connect(self, LiveRoot(l=live))
-        mirror = connection.get(self, "l")
-        for op in ops:
-            applyListOp(live, op)
-        connection.pump.flush()
-
-        replayed = state["value"]
-        for method, args in observer.calls:
-            replayed = applyDelta(replayed, method, args)
-        self.assertEqual(replayed, live.snapshot())
-        self.assertEqual([args[0] for _, args in observer.calls], list(range(1, live.seq + 1)))
-        self.assertEqual(mirror.value, live.snapshot())
-        self.assertEqual(mirror.seq, live.seq)
-        self.assertFalse(mirror.missed)
+        self.assertDeltasRebuild(LiveList(initial), ops, applyListOp)
 
 
 class FailingDeleteMirror(LiveDictMirror):

@@ -12,6 +12,7 @@ import socket
 from typing import Any
 from urllib.parse import urlsplit
 
+from test_hosting import TwistedBoardMirror
 from treq.client import HTTPClient
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.credentials import UsernamePassword
@@ -1321,32 +1322,6 @@ class TwistedServerTests(GatewayHarness, TestCase):
 
 
 # -- every kind of client on one live object -----------------------------------
-
-
-class TwistedBoardMirror(twistedPB.RemoteCache):
-    """
-    A native Twisted client's copy of a C{pb.live.LiveDict}.
-    """
-
-    def setCopyableState(self, state: Any) -> None:
-        self.seq = state["seq"]
-        self.value = dict(state["value"])
-
-    def observe_set(self, seq: int, key: str, value: Any) -> None:
-        self.seq = seq
-        self.value[key] = value
-
-    def observe_update(self, seq: int, changes: dict[str, Any]) -> None:
-        self.seq = seq
-        self.value.update(changes)
-
-    def observe_delete(self, seq: int, key: str) -> None:
-        self.seq = seq
-        self.value.pop(key, None)
-
-    def observe_reset(self, seq: int, value: dict[str, Any]) -> None:
-        self.seq = seq
-        self.value = dict(value)
 
 
 class EveryClientTests(GatewayHarness, TestCase):
