@@ -28,9 +28,11 @@ __all__ = [
     "BananaError",
     "BananaTooLarge",
     "Decoder",
+    "Raw",
     "b1282int",
     "encode",
     "int2b128",
+    "rawUnicode",
 ]
 
 
@@ -214,6 +216,45 @@ def _scalarToken(
     raise BananaError(f"Banana cannot send {kind.__module__}.{kind.__qualname__} objects")
 
 
+class Raw(bytes):
+    """
+    Bytes that already are Banana tokens (a whole s-expression, encoded):
+    L{encode} splices them into its output as they are.  The broker's
+    jellier pre-encodes strings this way, which skips building and walking a
+    small list for each one.
+    """
+
+    __slots__ = ()
+
+
+_UNICODE_HEAD = int2b128(2) + bytes((_LIST,)) + int2b128(7) + bytes((_STRING,)) + b"unicode"
+_rawUnicodeCache: dict[str, Raw] = {}
+
+
+def rawUnicode(text: str, sizeLimit: int = SIZE_LIMIT) -> Raw | None:
+    """
+    The tokens of jelly's C{[b"unicode", utf8]} for C{text}, as Twisted
+    encodes them, or L{None} if the UTF-8 is longer than C{sizeLimit}.
+
+    @raise UnicodeEncodeError: C{text} holds lone surrogates.
+    """
+    data = text.encode("utf-8")
+    size = len(data)
+    if size > sizeLimit:
+        return None
+    raw = Raw(
+        _UNICODE_HEAD
+        + (_STRING_HEADERS[size] if size < _CACHED else int2b128(size) + bytes((_STRING,)))
+        + data
+    )
+    if size <= 32:
+        # Short strings (dictionary keys, names) repeat: remember some.
+        if len(_rawUnicodeCache) >= 4096:
+            _rawUnicodeCache.clear()
+        _rawUnicodeCache[text] = raw
+    return raw
+
+
 def _stringHeader(size: int, sizeLimit: int) -> bytes:
     """
     Encode the header of a string of C{size} bytes.
@@ -269,6 +310,9 @@ def encode(
     while True:
         for item in items:
             kind = type(item)
+            if kind is Raw:
+                append(item)
+                continue
             if kind is bytes:
                 number = vocabularyGet(item)
                 if number is not None:

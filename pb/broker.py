@@ -740,7 +740,7 @@ class Broker(Protocol):
         lent: list[tuple[str, Any]] = []
         self._lent = lent
         try:
-            sexp = Jellier(self, self.registry).jelly(object)
+            sexp = Jellier(self, self.registry, True, self.options.sizeLimit).jelly(object)
         except BaseException:
             self._giveBack(lent)
             raise

@@ -61,11 +61,13 @@ class PBClientFactory(protocol.ClientFactory):
         self.options = _options(options, unsafeTracebacks)
         self.clock = clock
         self.deferred: Deferred[Broker] = Deferred()
+        self._connecting: Broker | None = None
         self._reset()
 
     def buildProtocol(self, addr: Any) -> Broker:
         broker = Broker(True, self.security, self.options, self.clock)
         broker.factory = self
+        self._connecting = broker
         return broker
 
     def _reset(self) -> None:
@@ -121,10 +123,12 @@ class PBClientFactory(protocol.ClientFactory):
 
     def disconnect(self) -> None:
         """
-        Close the connection, if any.
+        Close the connection, if any, also one still negotiating (a peer
+        that accepted the connection but never answers).
         """
-        if self._broker is not None and self._broker.transport is not None:
-            self._broker.transport.loseConnection()
+        broker = self._broker if self._broker is not None else self._connecting
+        if broker is not None and broker.transport is not None:
+            broker.transport.loseConnection()
 
     def login(self, credentials: Any, client: Any = None) -> Deferred[RemoteReference]:
         """

@@ -34,6 +34,8 @@ from twisted.persisted.crefutil import (
 )
 
 from ._gc import withoutCycleCollection
+from .banana import SIZE_LIMIT, rawUnicode
+from .banana import _rawUnicodeCache as _rawCache
 
 __all__ = [
     "DEFAULT_REGISTRY",
@@ -320,8 +322,17 @@ class Jellier:
     @ivar invoker: the broker doing the sending, or L{None} outside PB.
     """
 
-    def __init__(self, invoker: Any = None, registry: TypeRegistry | None = None) -> None:
+    def __init__(
+        self,
+        invoker: Any = None,
+        registry: TypeRegistry | None = None,
+        wire: bool = False,
+        sizeLimit: int = SIZE_LIMIT,
+    ) -> None:
         self.invoker = invoker
+        # For the wire (a broker), strings become pre-encoded banana tokens;
+        # one longer than the size limit stays a list, for banana to refuse.
+        self._text = _wireText(sizeLimit) if wire else _sexpText
         self.registry = registry if registry is not None else DEFAULT_REGISTRY
         self.preserved: dict[int, list[Any]] = {}
         self.cooked: dict[int, list[Any]] = {}
@@ -369,7 +380,7 @@ class Jellier:
     def jelly(self, obj: Any) -> Any:
         objType = type(obj)
         if objType is str:
-            return [unicode_atom, obj.encode("utf-8")]
+            return self._text(obj)
         if objType is int or objType is float or objType is bytes:
             return obj
         if obj is None:
@@ -411,7 +422,7 @@ class Jellier:
             if t is int or t is float or t is bytes:
                 sxp.append(item)
             elif t is str:
-                sxp.append([unicode_atom, item.encode("utf-8")])
+                sxp.append(self._text(item))
             else:
                 sxp.append(jelly(item))
         return self.preserve(obj, sxp)
@@ -465,6 +476,20 @@ class Jellier:
 
 
 _BASIC_TYPES: tuple[Any, ...] = (bool, int, float, str, bytes, dict, list, tuple, set, frozenset)
+
+
+def _sexpText(text: str) -> list[bytes]:
+    return [unicode_atom, text.encode("utf-8")]
+
+
+def _wireText(sizeLimit: int) -> Callable[[str], Any]:
+    if sizeLimit < 32:
+        return lambda text: rawUnicode(text, sizeLimit) or _sexpText(text)
+
+    def text(text: str) -> Any:
+        return _rawCache.get(text) or rawUnicode(text, sizeLimit) or _sexpText(text)
+
+    return text
 
 
 class Unjellier:

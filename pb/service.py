@@ -12,6 +12,7 @@ broker.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 from twisted.application.service import IService, MultiService, Service
@@ -24,7 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .broker import Broker, BrokerOptions
-from .credentials import FilePasswordChecker, InMemoryMD5Checker
+from .credentials import FilePasswordChecker, InMemoryMD5Checker, UserFile
 from .factory import PBServerFactory
 from .flavors import IPBRoot
 
@@ -75,7 +76,15 @@ def makePortal(service: Any, usersFile: str | None = None, anonymous: bool = Fal
     A realm gets a checker for C{usersFile} (or, without one, for the
     realm's own C{demoUsers} mapping, if it has one) and anonymous access
     when asked for or when the realm sets C{allowAnonymous}.
+
+    @raise ServiceError: C{usersFile} is accessible to group or others.
     """
+    if usersFile is not None:
+        # The file's digests are enough to log in: a broker does not start
+        # while group or others may read (or rewrite) it.
+        problem = UserFile.checkPermissions(usersFile) if os.path.exists(usersFile) else None
+        if problem is not None:
+            raise ServiceError(problem)
     if isinstance(service, Portal):
         if usersFile is not None:
             service.registerChecker(FilePasswordChecker(usersFile))

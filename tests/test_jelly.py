@@ -254,6 +254,24 @@ class TwistedEquivalenceTests(SynchronousTestCase):
         """
         self.assertEqual(ourBytes(jelly(value)), twistedBytes(twistedJelly.jelly(value)))
 
+    @_codecSettings
+    @given(values)
+    def test_wireJellierSameBytesAsTwisted(self, value: Any) -> None:
+        """
+        The brokers' jellier, which pre-encodes strings as banana tokens,
+        still gives exactly Twisted's bytes.
+        """
+        wire = pb.jelly.Jellier(wire=True).jelly(value)
+        self.assertEqual(ourBytes(wire), twistedBytes(twistedJelly.jelly(value)))
+
+    def test_wireJellierRespectsSizeLimit(self) -> None:
+        """
+        A string over the size limit is not pre-encoded, so banana refuses it.
+        """
+        wire = pb.jelly.Jellier(wire=True, sizeLimit=10).jelly(["x" * 11, "short"])
+        with self.assertRaises(banana.BananaTooLarge):
+            banana.encode(wire, sizeLimit=10)
+
     def test_sharedStructuresSameBytesAsTwisted(self) -> None:
         """
         Shared and recursive structures give Twisted's reference and dereference
