@@ -2,10 +2,11 @@
 //
 // Connection indicator, login (password, guest, or the token of this tab's
 // last session), the method explorer, live panels for every live object a call
-// returns, reference panels, and the history of calls (and of the service's
-// calls to the page).
+// returns, reference panels, the demo's chat room, and the history of calls
+// (and of the service's calls to the page).
 
 import { BROKER_LOST, connect } from "./pbgateway.js";
+import { ChatPanel } from "./ui/chat.js";
 import { byId, h } from "./ui/dom.js";
 import { Explorer, renderOutcome } from "./ui/explorer.js";
 import { handlesIn } from "./ui/format.js";
@@ -41,11 +42,12 @@ const page = {
 const history = new History(byId("history"), byId("history-empty"));
 const panels = new LivePanels(byId("panels"), byId("live-empty"));
 const refs = new RefPanels(byId("refs"), byId("refs-section"), history, openHandles);
+const chat = new ChatPanel(byId("chat"), call);
 const explorer = new Explorer({
   list: byId("methods"),
   filter: /** @type {HTMLInputElement} */ (byId("method-filter")),
   none: byId("methods-none"),
-  run: call,
+  run: callByHand,
 });
 
 /**
@@ -87,11 +89,25 @@ async function call(method, params) {
   }
 }
 
+/**
+ * A call the user typed (the explorer, or a call by name): the chat panel
+ * follows a `joinChat` or `leaveChat` made this way.
+ * @param {string} method
+ * @param {any} params
+ */
+async function callByHand(method, params) {
+  const outcome = await call(method, params);
+  chat.observe(method, outcome);
+  return outcome;
+}
+
 // The service may call the page back (its mind): `receive(sender, text)` is
-// what PB chat services, the demo's among them, call.  Shown in the history.
-client.expose("receive", (...args) => {
-  history.incoming("receive", args);
-  return null;
+// what PB chat services, the demo's among them, call.  Shown in the history
+// and in the chat panel.  Exposed before any login, so that the service can
+// reach the page as soon as it joins the chat.
+client.expose("receive", (sender, text) => {
+  history.incoming("receive", [sender, text]);
+  return chat.receive(sender, text);
 });
 
 // -- the connection indicator ------------------------------------------
@@ -141,6 +157,7 @@ function showLogin(message) {
   page.login.hidden = false;
   panels.clear();
   refs.clear();
+  chat.stop();
   history.clear();
   page.loginError.hidden = !message;
   page.loginError.textContent = message ?? "";
@@ -156,18 +173,21 @@ async function logIn(credentials, name) {
   const shown = name ?? session.username ?? (session.anonymous ? "guest" : "session");
   sessionStorage.setItem(STORED, JSON.stringify({ token: session.token, name: shown }));
   showApp(session, shown);
+  chat.start(session, { resumed: "token" in credentials, name: session.anonymous ? null : shown });
   return session;
 }
 
 client.on("session", (/** @type {SessionEvent} */ event) => {
   if (event.state === "lost") {
     history.note(`Session lost (${event.reason}); logging in again…`);
+    chat.sessionLost();
   } else if (event.state === "active" && event.reason) {
     const stored = JSON.parse(sessionStorage.getItem(STORED) ?? "null");
     if (event.session) {
       sessionStorage.setItem(STORED, JSON.stringify({ token: event.session.token, name: stored?.name }));
     }
     history.note(`Session renewed (${event.reason}).`);
+    chat.sessionRenewed();
   } else if (event.state === "ended" && event.reason !== "logged out") {
     sessionStorage.removeItem(STORED);
     const why = event.reason === BROKER_LOST ? "the gateway lost its broker" : event.reason;
@@ -231,7 +251,7 @@ page.anyForm.addEventListener("submit", async (event) => {
     renderOutcome(page.anyOutput, { error });
     return;
   }
-  const outcome = await call(method, params);
+  const outcome = await callByHand(method, params);
   renderOutcome(page.anyOutput, outcome, outcome.extra);
 });
 

@@ -5,8 +5,8 @@ Headless Chromium (Debian's C{chromium}, driven by the Python C{playwright}
 package with the system executable; no browser download) loads the dashboard
 from a real gateway in front of a real broker, each a C{pb-gateway}
 subprocess on 127.0.0.1, and is used the way a person would: log in, call
-methods, read results and errors, watch a live object's charts move, and
-ride out a broker restart and a gateway restart.  The page must log no
+methods, read results and errors, watch a live object's charts move, chat
+between two users, and ride out a broker restart and a gateway restart.  The page must log no
 console errors.
 
 Screenshots of the dashboard with live data land in C{test-output/} at the
@@ -343,6 +343,22 @@ class Dashboard:
         _waitFor(lambda: self.samples(panel, key) >= atLeast,
                  f"{atLeast} samples of {panel}.{key}", timeout)
 
+    def chat(self) -> Any:
+        """
+        The chat panel.
+        """
+        return self.page.locator("#chat")
+
+    def joinChat(self) -> None:
+        """
+        Press the chat panel's Join with the keyboard; wait until in the room.
+        """
+        from playwright.sync_api import expect
+
+        self.chat().get_by_role("button", name="Join", exact=True).focus()
+        self.page.keyboard.press("Enter")
+        expect(self.chat()).to_have_attribute("data-state", "in")
+
     def unexpectedErrors(self, allowed: re.Pattern[str] | None = None) -> list[str]:
         return [e for e in self.errors if allowed is None or not allowed.search(e)]
 
@@ -377,8 +393,10 @@ def test_logInCallAndSeeAnError(dashboard: Dashboard) -> None:
     A demo user logs in with the keyboard alone; the explorer lists the
     session's methods; a call shows its result, a failing call its error
     (message, remote type, code), both go to the history; the service's
-    calls to the page (the demo chat's C{receive}) are answered and shown; a
-    reload rejoins the session; logging out brings the login form back.
+    calls to the page (the demo chat's C{receive}) are answered and shown,
+    and the chat panel follows the C{joinChat} made in the explorer; a
+    reload rejoins the session and the chat room; logging out brings the
+    login form back.
     Nothing is logged to the console.
     """
     from playwright.sync_api import expect
@@ -412,10 +430,15 @@ def test_logInCallAndSeeAnError(dashboard: Dashboard) -> None:
     incoming = page.locator("#history li.incoming")
     expect(incoming.first).to_contain_text('receive("alice", "hello from the browser")')
     expect(incoming.nth(1)).to_contain_text('receive("*", "alice joined")')
+    chat = page.locator("#chat")  # the panel follows a joinChat made in the explorer
+    expect(chat).to_have_attribute("data-state", "in")
+    expect(chat.locator(".message[data-sender='alice'] .text")).to_have_text(["hello from the browser"])
 
     page.reload()  # the tab keeps the session's token (not the password) and rejoins
     expect(page.locator("#who-name")).to_have_text("alice")
     dashboard.expectState("connected")
+    expect(chat).to_have_attribute("data-state", "in")  # the tab was in the chat room
+    expect(chat.locator(".member")).to_have_text(["alice (you)"])
     greeting = dashboard.call("getMessage")
     expect(greeting.locator("pre.value")).to_have_text('"Hello, alice!"')
 
@@ -480,6 +503,77 @@ def test_liveObjectsReferencesAndScreenshots(dashboard: Dashboard) -> None:
     assert dashboard.unexpectedErrors() == []
 
 
+def test_chatBetweenTwoUsers(browser: Any, deployment: Deployment) -> None:
+    """
+    Alice and Bob, each in a browser context of their own, join the demo's
+    chat room from the chat panel with the keyboard and see who is in it.
+    A message typed and sent with Enter reaches both pages (the sender's
+    marked as its own); an empty input sends nothing; Bob answers with the
+    Send button; a message the service refuses shows its error and keeps
+    the text; Bob leaving shows "bob left" on Alice's page and takes him off
+    her member list.  Neither page logs a console error.
+    """
+    from playwright.sync_api import expect
+
+    alice = Dashboard(browser, deployment.url)
+    bob = Dashboard(browser, deployment.url)
+    try:
+        alice.logInWithKeyboard("alice", "password")
+        bob.logInWithKeyboard("bob", "secret")
+        aliceChat, bobChat = alice.chat(), bob.chat()
+        expect(aliceChat.locator("[data-chat='status']")).to_have_text("Not in the room")
+        expect(aliceChat.get_by_label("Message", exact=True)).to_be_disabled()
+
+        alice.joinChat()
+        expect(aliceChat.locator(".member")).to_have_text(["alice (you)"])
+        expect(aliceChat.get_by_label("Message", exact=True)).to_be_focused()
+        bob.joinChat()
+        expect(bobChat.locator(".member")).to_have_text(["alice", "bob (you)"])
+        expect(aliceChat.locator(".member")).to_have_text(["alice (you)", "bob"])
+        expect(aliceChat.locator("[data-chat='status']")).to_have_text("In the room · 2 members")
+
+        send = aliceChat.get_by_role("button", name="Send")
+        expect(send).to_be_disabled()
+        alice.page.keyboard.press("Enter")  # nothing to send
+        alice.page.keyboard.type("hello bob")
+        alice.page.keyboard.press("Enter")
+        expect(bobChat.locator(".message[data-sender='alice'] .text")).to_have_text(["hello bob"])
+        expect(aliceChat.locator(".message.own .text")).to_have_text(["hello bob"])
+        expect(aliceChat.get_by_label("Message", exact=True)).to_have_value("")
+
+        bobChat.get_by_label("Message", exact=True).fill("hi alice")
+        bobChat.get_by_role("button", name="Send").click()
+        expect(aliceChat.locator(".message[data-sender='bob'] .text")).to_have_text(["hi alice"])
+
+        bobChat.get_by_label("Message", exact=True).fill("x" * 201)
+        bob.page.keyboard.press("Enter")
+        error = bobChat.locator("[data-chat='error'] .error-box")
+        expect(error).to_contain_text("Your message was not sent: a message is at most 200 characters")
+        expect(bobChat.get_by_label("Message", exact=True)).to_have_value("x" * 201)
+
+        bobChat.get_by_role("button", name="Leave").click()
+        expect(bobChat.locator("[data-chat='status']")).to_have_text("Not in the room")
+        expect(bobChat.get_by_role("button", name="Join", exact=True)).to_be_focused()
+        expect(aliceChat.locator(".message.room").last).to_have_text(re.compile("bob left$"))
+        expect(aliceChat.locator(".member")).to_have_text(["alice (you)"])
+        expect(aliceChat.locator(".message .text")).to_have_text(
+            ["alice joined", "bob joined", "hello bob", "hi alice", "bob left"])
+
+        aliceChat.scroll_into_view_if_needed()
+        _screenshot(alice.page, "dashboard-chat.png")
+        alice.page.set_viewport_size(NARROW)
+        aliceChat.scroll_into_view_if_needed()
+        _screenshot(alice.page, "dashboard-chat-narrow.png")
+
+        alice.logOut()
+        bob.logOut()
+        assert alice.unexpectedErrors() == []
+        assert bob.unexpectedErrors() == []
+    finally:
+        alice.close()
+        bob.close()
+
+
 def test_socketDropMissesNoUpdate(browser: Any, deployment: Deployment) -> None:
     """
     When the connection drops while the gateway stays up, the client
@@ -521,12 +615,14 @@ def test_socketDropMissesNoUpdate(browser: Any, deployment: Deployment) -> None:
 
 def test_restartBrokerThenGateway(browser: Any, tmp_path: Path) -> None:
     """
-    A guest watching C{stats} sees the indicator go to "broker down" when
-    the broker stops and back to connected when it returns: the client
-    logged in again by itself and reopened the live object, whose chart
-    moves on.  Restarting the gateway process drops the socket
-    ("reconnecting"); the client reconnects, finds its token unknown to the
-    new gateway, logs in again and updates resume, all without a reload.
+    A guest watching C{stats} and in the chat room sees the indicator go to
+    "broker down" when the broker stops and back to connected when it
+    returns: the client logged in again by itself, reopened the live object,
+    whose chart moves on, and the page joined the chat room again.
+    Restarting the gateway process drops the socket ("reconnecting"); the
+    client reconnects, finds its token unknown to the new gateway, logs in
+    again, updates resume and the page is back in the chat room, all
+    without a reload.
     """
     from playwright.sync_api import expect
 
@@ -541,15 +637,22 @@ def test_restartBrokerThenGateway(browser: Any, tmp_path: Path) -> None:
         expect(page.locator("#who-name")).to_have_text("guest")
         dashboard.call("stats")
         dashboard.waitForSamples("stats", "uptime_s", 2)
+        dashboard.joinChat()
+        chat = dashboard.chat()
+        joined = chat.locator(".message.room", has_text=re.compile("joined$"))
+        expect(joined).to_have_count(1)
 
         deployment.broker.stop()
         dashboard.expectState("broker-down")
         expect(page.locator("#history li.note").first).to_contain_text("broker connection lost")
+        expect(chat.locator("[data-chat='status']")).to_have_text("Session lost; rejoining…")
         lost = dashboard.samples("stats", "uptime_s")
         deployment.startBroker()
         dashboard.expectState("connected", timeout=20_000)
         dashboard.waitForSamples("stats", "uptime_s", lost + 2)
         expect(page.locator("article[data-name='stats']")).not_to_have_class(re.compile("closed"))
+        expect(joined).to_have_count(2)  # the new broker's room announced the page again
+        expect(chat).to_have_attribute("data-state", "in")
         whoami = dashboard.call("whoami")
         expect(whoami.locator("pre.value")).to_have_text('"guest"')
 
@@ -561,6 +664,9 @@ def test_restartBrokerThenGateway(browser: Any, tmp_path: Path) -> None:
         dashboard.waitForSamples("stats", "uptime_s", dropped + 2)
         expect(page.locator("article[data-name='stats']")).not_to_have_class(re.compile("closed"))
         expect(page.locator("#history li.note").first).to_contain_text("Session renewed")
+        expect(joined).to_have_count(3)
+        expect(chat).to_have_attribute("data-state", "in")
+        expect(chat.locator(".member")).to_have_count(1)
         whoami = dashboard.call("whoami")
         expect(whoami.locator("pre.value")).to_have_text('"guest"')
 
