@@ -24,13 +24,17 @@ import attrs
 import twisted
 from twisted.internet.defer import Deferred
 
-from bench import pb_core
+from bench import fanout, memory, pb_core, rest, websocket
 from bench.pb_core import Row
 
 Suite = Callable[[Any, bool], Awaitable[list[Row]]]
 
 SUITES: dict[str, Suite] = {
     "pb_core": pb_core.run,
+    "rest": rest.run,
+    "websocket": websocket.run,
+    "fanout": fanout.run,
+    "memory": memory.run,
 }
 
 _ROOT = Path(__file__).resolve().parent.parent

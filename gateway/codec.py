@@ -295,6 +295,12 @@ def _rejectConstant(name: str) -> Any:
     raise _bad(f"{name} is not JSON; send {{\"$float\": ...}}", "bad_json")
 
 
+# json.loads and json.dumps build a new decoder or encoder on every call that
+# passes options; one of each, made once, does the same work.
+_JSON_DECODER = json.JSONDecoder(parse_constant=_rejectConstant)
+_JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def loads(data: bytes | str) -> Any:
     """
     Parse a JSON text strictly (no NaN/Infinity), as the API receives it.
@@ -307,7 +313,7 @@ def loads(data: bytes | str) -> Any:
         except UnicodeDecodeError:
             raise _bad("the body is not UTF-8", "bad_json") from None
     try:
-        return json.loads(data, parse_constant=_rejectConstant)
+        return _JSON_DECODER.decode(data)
     except RecursionError:
         raise _bad("the JSON nests too deeply", "bad_json") from None
     except json.JSONDecodeError as e:
@@ -321,6 +327,4 @@ def dumps(value: Any) -> bytes:
     """
     Serialize a JSON-ready value (as L{jsonFromPB} makes them) compactly.
     """
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
-        "utf-8"
-    )
+    return _JSON_ENCODER.encode(value).encode("utf-8")

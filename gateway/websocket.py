@@ -103,7 +103,10 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
 
     factory: GatewayWebSocketFactory
     maxMessagePayloadSize: int
-    log = Logger()
+    # Not "log": autobahn logs every frame with self.gatewayLog.debug(...) through a
+    # txaio logger whose debug is a no-op; a Twisted Logger there would build
+    # and filter an event for each frame.
+    gatewayLog = Logger()
 
     def __init__(self) -> None:
         super().__init__()
@@ -175,7 +178,7 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
             self.maxMessagePayloadSize = limit
 
     def _slowConsumer(self, reason: str) -> None:
-        self.log.info("Dropping a slow WebSocket client: {reason}", reason=reason)
+        self.gatewayLog.info("Dropping a slow WebSocket client: {reason}", reason=reason)
         # sendClose only takes application codes (1000, 3000-4999) and raises
         # for 1008 (policy violation), which a server may send.
         self.sendCloseFrame(code=1008, reasonUtf8=reason[:100].encode("utf-8"), isReply=False)
@@ -265,7 +268,7 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
             d = Deferred.fromCoroutine(self._batch(message))
         else:
             d = Deferred.fromCoroutine(self._single(message))
-        d.addErrback(lambda f: self.log.failure("WebSocket message failed", f))
+        d.addErrback(lambda f: self.gatewayLog.failure("WebSocket message failed", f))
 
     async def _single(self, message: Any) -> None:
         response = await self._handle(message)
@@ -356,7 +359,7 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
             failure = Failure()
             error = errorFromFailure(failure, self.factory.table.options.debug)
             if error.type == "internal_error":
-                self.log.failure("Unexpected error in {method}", failure, method=method)
+                self.gatewayLog.failure("Unexpected error in {method}", failure, method=method)
             response = {"jsonrpc": "2.0", "id": requestID, "error": rpcError(error)}
         else:
             self._subscribeResult(result)

@@ -582,6 +582,8 @@ class Decoder:
             self._pending += memoryview(buf)[pos:]
             self._bytesCopied += end - pos
         self._need = need
-        self._current = current
+        # With no list open, current is this call's results list: keeping it
+        # would hold a connection's last message decoded until more arrives.
+        self._current = current if stack else []
         self._remaining = remaining
         return results

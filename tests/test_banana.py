@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import struct
+import sys
 from collections.abc import Callable
 
 from hypothesis import HealthCheck, given, settings
@@ -211,6 +212,18 @@ class RoundTripTests(SynchronousTestCase):
         self.assertIs(type(value[0]), bytes)
         self.assertIs(type(value[1][0]), bytes)
 
+
+    def test_idleDecoderHoldsNoMessage(self) -> None:
+        """
+        Once a chunk ends between messages, the decoder keeps no reference to
+        what it returned: an idle connection does not hold its last message
+        (for the gateway, a large introspection answer per PB login).
+        """
+        decoder = Decoder()
+        received = decoder.feed(encode([b"x" * 100, [1, 2]]) + encode(b"last"))
+        self.assertEqual(received, [[b"x" * 100, [1, 2]], b"last"])
+        # One reference from the name, one from getrefcount's argument.
+        self.assertEqual(sys.getrefcount(received), 2)
 
 class TwistedCompatibilityTests(SynchronousTestCase):
     """

@@ -1,0 +1,222 @@
+"""
+The WebSocket suite: JSON-RPC C{add(5, 3)} calls over one socket through the
+gateway, against an autobahn server that answers the same messages itself.
+
+The gateway runs as deployed (a C{pb-gateway broker} process with the demo
+service and a C{pb-gateway gateway} process); the baseline is a bare autobahn
+server (C{python -m bench._baselines autobahn}) answering C{rpc.login} and
+C{add} with the same JSON-RPC shapes, no PB. Both are pinned to the servers'
+CPU. The client, on the other CPU, is the C{websockets} library (asyncio) in
+a process of its own (C{python -m bench._clients calls}): it logs in
+(anonymous), warms up, then calls C{{"jsonrpc":"2.0","id":N,"method":"add",
+"params":[5,3]}} one at a time (sequential) or with 100 in flight, for a
+fixed time, and reads the servers' CPU time around that window.
+
+C{python -m bench.websocket profile} runs the same load against the gateway
+under C{py-spy}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred
+
+from bench import _profile
+from bench._load import resultOf
+from bench._servers import Child, loadGeneratorCpu, pythonModule, spawn, startGateway
+from bench.pb_core import Row, pairedRatio
+
+__all__ = ["FULL", "QUICK", "Settings", "main", "run"]
+
+SUITE = "websocket"
+CONCURRENCY = 100
+MODES = ("sequential", "inflight")
+_MODE_NAMES = {"sequential": "sequential", "inflight": f"{CONCURRENCY} in flight"}
+_TARGETS = {"sequential": 0.6, "inflight": 0.5}
+
+
+@attrs.frozen
+class Settings:
+    """
+    @ivar repetitions: measurements of each server in each mode.
+    @ivar seconds: the length of each measurement.
+    @ivar warmupSeconds: calls made and discarded first, on the same socket.
+    """
+
+    repetitions: int
+    seconds: float
+    warmupSeconds: float
+
+
+QUICK = Settings(repetitions=3, seconds=1.0, warmupSeconds=0.3)
+FULL = Settings(repetitions=5, seconds=3.0, warmupSeconds=0.5)
+
+
+def _progress(message: str) -> None:
+    print(f"[{SUITE}] {message}", file=sys.stderr, flush=True)
+
+
+@attrs.define
+class _Figures:
+    results: list[dict[str, Any]] = attrs.Factory(list)
+
+    @property
+    def rates(self) -> list[float]:
+        return [result["calls"] / result["seconds"] for result in self.results]
+
+    def describe(self, name: str, processes: Sequence[str]) -> str:
+        p50 = statistics.median(result["p50"] for result in self.results)
+        p99 = statistics.median(result["p99"] for result in self.results)
+        perProcess = [
+            statistics.median(result["serverCpu"][i] / result["calls"] * 1e6
+                              for result in self.results)
+            for i in range(len(processes))
+        ]
+        client = statistics.median(r["clientCpu"] / r["calls"] * 1e6 for r in self.results)
+        server = " + ".join(f"{cpu:.0f} {process}" for cpu, process in
+                            zip(perProcess, processes, strict=True))
+        return (f"{name} p50 {p50:.2f} ms, p99 {p99:.2f} ms, CPU µs/call: server {server}, "
+                f"client {client:.0f}")
+
+
+async def calls(
+    reactor: Any, url: str, pids: Sequence[int], mode: str, settings: Settings,
+    cpu: int | None,
+) -> dict[str, Any]:
+    """
+    One measurement by a client process: calls, seconds, p50/p99 (ms) and
+    the CPU seconds of each of C{pids} and of the client.
+    """
+    child = spawn(
+        reactor, f"websocket client ({mode})",
+        pythonModule(
+            "bench._clients", "calls", "--url", url, "--mode", mode,
+            "--seconds", str(settings.seconds), "--warmup", str(settings.warmupSeconds),
+            "--concurrency", str(CONCURRENCY), "--pids", ",".join(map(str, pids)),
+        ),
+        cpu,
+    )
+    return await resultOf(child, settings.seconds + settings.warmupSeconds + 60)
+
+
+async def _startEcho(reactor: Any, cpu: int | None) -> tuple[Child, int]:
+    child = spawn(reactor, "baseline autobahn", pythonModule("bench._baselines", "autobahn"), cpu)
+    try:
+        match = await child.waitFor(r"^PORT (\d+)")
+    except BaseException:
+        await child.stop()
+        raise
+    return child, int(match.group(1))
+
+
+async def run(reactor: Any, quick: bool) -> list[Row]:
+    """
+    Measure the gateway and the autobahn echo in both modes, interleaved.
+    """
+    settings = QUICK if quick else FULL
+    children: list[Child] = []
+    figures = {(name, mode): _Figures() for name in ("gateway", "echo") for mode in MODES}
+    with loadGeneratorCpu() as (serverCpu, clientCpu):
+        try:
+            _progress(f"servers on CPU {serverCpu}, clients on CPU {clientCpu}")
+            gateway = await startGateway(reactor, serverCpu)
+            children += [gateway.gateway, gateway.broker]
+            echo, echoPort = await _startEcho(reactor, serverCpu)
+            children.append(echo)
+            targets = {
+                "gateway": (gateway.wsURL, gateway.pids()),
+                "echo": (f"ws://127.0.0.1:{echoPort}/", [echo.pid]),
+            }
+            names = list(targets)
+            for repetition in range(settings.repetitions):
+                _progress(f"repetition {repetition + 1}/{settings.repetitions}")
+                for mode in MODES:
+                    for name in names if repetition % 2 == 0 else names[::-1]:
+                        url, pids = targets[name]
+                        figures[name, mode].results.append(
+                            await calls(reactor, url, pids, mode, settings, clientCpu)
+                        )
+        finally:
+            for child in reversed(children):
+                await child.stop()
+    rows = []
+    for mode in MODES:
+        ours, theirs = figures["gateway", mode], figures["echo", mode]
+        rows.append(
+            Row(
+                SUITE,
+                f"WebSocket add(5, 3), one socket, {_MODE_NAMES[mode]}: "
+                "gateway vs autobahn echo",
+                "calls/s",
+                statistics.median(ours.rates),
+                statistics.median(theirs.rates),
+                higherIsBetter=True,
+                target=_TARGETS[mode],
+                note=f"n={len(ours.results)} x {settings.seconds:g} s; "
+                f"{ours.describe('gateway', ('gateway', 'broker'))}; "
+                f"{theirs.describe('echo', ('autobahn',))}",
+                pairedRatio=pairedRatio(ours.rates, theirs.rates),
+            )
+        )
+    return rows
+
+
+# -- profiling --------------------------------------------------------------
+
+
+async def profile(reactor: Any, seconds: float, mode: str, top: int) -> None:
+    """
+    Call through the gateway for C{seconds} while C{py-spy} samples the
+    gateway and broker processes; print their hot spots.
+    """
+    children: list[Child] = []
+    settings = Settings(repetitions=1, seconds=seconds + 1, warmupSeconds=1.0)
+    with loadGeneratorCpu() as (serverCpu, clientCpu), tempfile.TemporaryDirectory() as folder:
+        try:
+            gateway = await startGateway(reactor, serverCpu)
+            children += [gateway.gateway, gateway.broker]
+            outputs = {name: os.path.join(folder, f"{name}.txt") for name in ("gateway", "broker")}
+            spies = [
+                _profile.record(reactor, gateway.gateway.pid, seconds, outputs["gateway"], clientCpu),
+                _profile.record(reactor, gateway.broker.pid, seconds, outputs["broker"], clientCpu),
+            ]
+            result = await calls(reactor, gateway.wsURL, gateway.pids(), mode, settings, clientCpu)
+            for spy in spies:
+                await spy.finish(30)
+            print(f"under the profiler: {result['calls'] / result['seconds']:,.0f} calls/s, "
+                  f"p50 {result['p50']:.2f} ms, p99 {result['p99']:.2f} ms ({_MODE_NAMES[mode]})")
+            for name, output in outputs.items():
+                print()
+                print(_profile.summary(output, f"{name} process, WebSocket add(5, 3), "
+                                       f"{_MODE_NAMES[mode]}", top))
+        finally:
+            for child in reversed(children):
+                await child.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.websocket", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    profileParser = commands.add_parser("profile", help="py-spy the gateway under load")
+    profileParser.add_argument("--seconds", type=int, default=8)
+    profileParser.add_argument("--mode", choices=MODES, default="inflight")
+    profileParser.add_argument("--top", type=int, default=25)
+    options = parser.parse_args(argv)
+
+    from twisted.internet import task
+
+    task.react(lambda reactor: Deferred.fromCoroutine(
+        profile(reactor, options.seconds, options.mode, options.top)
+    ))
+
+
+if __name__ == "__main__":
+    main()
