@@ -234,13 +234,16 @@ _rawUnicodeCache: dict[str, Raw] = {}
 def rawUnicode(text: str, sizeLimit: int = SIZE_LIMIT) -> Raw | None:
     """
     The tokens of jelly's C{[b"unicode", utf8]} for C{text}, as Twisted
-    encodes them, or L{None} if the UTF-8 is longer than C{sizeLimit}.
+    encodes them in the C{"pb"} dialect, or L{None} if the UTF-8 is longer
+    than C{sizeLimit} or is a vocabulary word.
 
     @raise UnicodeEncodeError: C{text} holds lone surrogates.
     """
     data = text.encode("utf-8")
     size = len(data)
-    if size > sizeLimit:
+    if size > sizeLimit or data in PB_VOCABULARY:
+        # Too long, or a vocabulary word ("None", "list", ...) that the pb
+        # dialect sends as its number: left to encode() as a list.
         return None
     raw = Raw(
         _UNICODE_HEAD

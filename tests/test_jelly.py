@@ -264,6 +264,16 @@ class TwistedEquivalenceTests(SynchronousTestCase):
         wire = pb.jelly.Jellier(wire=True).jelly(value)
         self.assertEqual(ourBytes(wire), twistedBytes(twistedJelly.jelly(value)))
 
+    def test_wireJellierVocabularyWords(self) -> None:
+        """
+        Strings that are vocabulary words ("None", "list", ...) go out as their
+        vocabulary numbers, as Twisted sends them, not as pre-encoded strings.
+        """
+        words = [word.decode() for word in banana.PB_VOCABULARY]
+        value = [words, {word: word for word in words}]
+        wire = pb.jelly.Jellier(wire=True).jelly(value)
+        self.assertEqual(ourBytes(wire), twistedBytes(twistedJelly.jelly(value)))
+
     def test_wireJellierRespectsSizeLimit(self) -> None:
         """
         A string over the size limit is not pre-encoded, so banana refuses it.
