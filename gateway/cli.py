@@ -90,7 +90,8 @@ _GATEWAY_KEYS = (
     "max_message_size", "max_in_flight", "max_handles", "update_buffer", "send_buffer_soft",
     "send_buffer_hard", "ping_interval", "ping_timeout", "sse_keepalive", "allowed_origins",
     "static_dir", "gateway_name", "mind_wait", "mind_notifications", "share_anonymous",
-    "login_max_failures", "login_window", "login_lockout", "debug", "log_format",
+    "login_max_failures", "login_window", "login_lockout", "max_sessions_per_user",
+    "max_connections", "debug", "log_format",
 )
 
 

@@ -48,6 +48,12 @@ def _nonNegative(value: Any) -> float:
     return float(value)
 
 
+def _limit(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("must be a whole number >= 0 (0: no limit)")
+    return value
+
+
 def _string(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError("must be a non-empty string")
@@ -187,6 +193,10 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds in which failed logins are counted", _number),
     Setting("login_lockout", _defaults.loginLockout, _positive(float),
             "seconds a locked-out user or address waits (429)", _number),
+    Setting("max_sessions_per_user", _defaults.maxSessionsPerUser, _limit,
+            "sessions per user name, anonymous ones per address (429; 0: no limit)", _number),
+    Setting("max_connections", _defaults.maxConnections, _limit,
+            "client connections served at once (503 past it; 0: no limit)", _number),
     Setting("log_format", "text", _logFormat, 'log lines as "text" or "json"'),
     Setting("debug", False, _bool, "send tracebacks to callers", _boolText),
 )
@@ -242,6 +252,8 @@ class Config:
             loginMaxFailures=v["login_max_failures"],
             loginWindow=v["login_window"],
             loginLockout=v["login_lockout"],
+            maxSessionsPerUser=v["max_sessions_per_user"],
+            maxConnections=v["max_connections"],
         )
 
     def describe(self) -> str:

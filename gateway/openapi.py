@@ -79,13 +79,13 @@ def _methodBody(method: dict[str, Any]) -> dict[str, Any]:
     positional = [p for p in params if p.get("kind") in ("positional", "positional-only")]
     keywords = [p for p in params if p.get("kind") in ("positional", "keyword-only")]
     variadic = any(p.get("kind") == "var-positional" for p in params)
-    argsSchema: dict[str, Any] = {
-        "type": "array",
-        "prefixItems": [
+    argsSchema: dict[str, Any] = {"type": "array"}
+    if positional:
+        # JSON Schema wants at least one schema in prefixItems.
+        argsSchema["prefixItems"] = [
             {"title": p.get("name"), "description": p.get("annotation") or "any value"}
             for p in positional
-        ],
-    }
+        ]
     if not variadic:
         argsSchema["maxItems"] = len(positional)
     kwargsSchema: dict[str, Any] = {

@@ -22,6 +22,7 @@ from klein import Klein
 from klein.interfaces import IKleinRequest
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.web.http import combinedLogFormatter
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request, Site
 from twisted.web.static import File
@@ -155,6 +156,8 @@ class GatewayAPI:
         self.metrics = metrics if metrics is not None else Metrics()
         self.metrics.gauge("pbgw_sessions", "Open sessions.", lambda: len(table.sessions))
         self.metrics.gauge("pbgw_handles", "Reference and cache handles held.", table.handleCount)
+        self.metrics.gauge("pbgw_pb_calls_waiting", "PB calls waiting for an answer.",
+                           table.waitingCalls)
         self.metrics.labelledCounter(
             "pbgw_pb_calls_total", "PB calls by outcome.", lambda: table.callsByOutcome, "outcome"
         )
@@ -340,6 +343,11 @@ class GatewayAPI:
         request.setHeader(b"referrer-policy", b"no-referrer")
         request.setHeader(b"x-frame-options", b"DENY")
         request.setHeader(b"content-security-policy", CONTENT_SECURITY_POLICY)
+        byteRange = request.getHeader(b"range")
+        if byteRange is not None and not byteRange.isascii():
+            # twisted.web's File decodes a malformed Range as UTF-8 to log
+            # that it ignores it, and answers 500 when that fails.
+            request.requestHeaders.removeHeader(b"range")
         return _StaticFolder(folder)
 
     @_app.route("/api/", branch=True)
@@ -457,11 +465,24 @@ class LimitedRequest(Request):
         super().process()
 
 
+_TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s\"]+")
+
+
+def _accessLogLine(timestamp: str, request: IRequest) -> str:
+    """
+    Twisted's combined log line, without the C{?token=} an event stream or
+    a rejoining WebSocket carries in its URL: a token is a session's secret.
+    """
+    return _TOKEN_IN_URL.sub(r"\1-", combinedLogFormatter(timestamp, request))
+
+
 def makeSite(resource: Any, options: GatewayOptions) -> Site:
     """
-    The HTTP site serving C{resource}: no form parsing, bodies limited.
+    The HTTP site serving C{resource}: no form parsing, bodies limited,
+    tokens kept out of the access log.
     """
-    site = Site(resource, requestFactory=LimitedRequest, parsePOSTFormSubmission=False)
+    site = Site(resource, requestFactory=LimitedRequest, parsePOSTFormSubmission=False,
+                logFormatter=_accessLogLine)
     site.maxBodySize = options.maxBodySize  # type: ignore[attr-defined]
     site.displayTracebacks = options.debug
     return site

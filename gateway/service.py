@@ -12,6 +12,7 @@ from twisted.internet.interfaces import IListeningPort
 
 from pb.service import EndpointService
 
+from ._connections import ConnectionLimit
 from .rest import GatewayAPI, makeSite
 from .sessions import GatewayOptions, SessionTable
 
@@ -31,7 +32,10 @@ class GatewayService(MultiService):
         self.table = SessionTable(reactor, options)
         self.api = GatewayAPI(self.table, options)
         self.site = makeSite(self.api.app.resource(), options)
-        self.listener = EndpointService(reactor, httpEndpoint, self.site, "Gateway (HTTP)")
+        self.connections = ConnectionLimit(self.site, options.maxConnections, reactor)
+        self.api.metrics.gauge("pbgw_connections", "Open client connections (HTTP, WebSocket).",
+                               self.connections.openConnections)
+        self.listener = EndpointService(reactor, httpEndpoint, self.connections, "Gateway (HTTP)")
         self.listener.setServiceParent(self)
 
     def whenListening(self) -> Deferred[IListeningPort]:

@@ -91,6 +91,10 @@ class GatewayOptions:
     @ivar loginMaxFailures: failed logins (per user name, per client
         address) within C{loginWindow} seconds that lock further attempts
         out for C{loginLockout} seconds (429).
+    @ivar maxSessionsPerUser: sessions one user name may hold at once;
+        anonymous sessions count per client address (429; 0: no limit).
+    @ivar maxConnections: client connections (HTTP, WebSocket) served at
+        once; more are answered 503 and closed (0: no limit).
     """
 
     broker: str = "tcp:host=127.0.0.1:port=8800"
@@ -117,6 +121,8 @@ class GatewayOptions:
     loginWindow: float = 60.0
     loginLockout: float = 60.0
     mindNotifications: tuple[str, ...] = ()
+    maxSessionsPerUser: int = 100
+    maxConnections: int = 10000
 
 
 def _registry() -> pb.TypeRegistry:
@@ -388,6 +394,7 @@ class Session:
         self.endListeners: list[Callable[[Session, str], Any]] = []
         self._expiry: IDelayedCall | None = None
         self.streams = 0
+        self.clientAddress: str | None = None
         login.members.add(self)
 
     @property
@@ -726,6 +733,10 @@ class SessionTable:
             login = await self._login(credentials, withMind, keys, shared=False)
         if not anonymous:
             self.limiter.succeeded(f"user:{username}")
+        # Checked once the broker took the credentials, so that only the
+        # user learns how many sessions they hold, and no concurrent login
+        # can slip past between the check and the session's creation.
+        self._checkSessionRoom(None if anonymous else username, clientAddress, login)
         session = Session(
             self,
             f"{self.options.gatewayName}-{secrets.token_urlsafe(9)}",
@@ -733,11 +744,37 @@ class SessionTable:
             None if anonymous else username,
             login,
         )
+        session.clientAddress = clientAddress
         self.sessions[session.sessionID] = session
         session.touch()
         self.log.info("Session {id} opened for {user}", id=session.sessionID,
                       user=session.username or "anonymous")
         return session
+
+    def _checkSessionRoom(self, username: str | None, clientAddress: str | None,
+                          login: Login) -> None:
+        """
+        @raise TooManyRequests: the user (or, for anonymous sessions, the
+            client address) holds C{maxSessionsPerUser} sessions already;
+            C{login}, if no session uses it, is closed.
+        """
+        limit = self.options.maxSessionsPerUser
+        if not limit or (username is None and clientAddress is None):
+            return
+        if username is not None:
+            held = sum(1 for s in self.sessions.values() if s.username == username)
+            who = f"user {username!r}"
+        else:
+            held = sum(1 for s in self.sessions.values()
+                       if s.username is None and s.clientAddress == clientAddress)
+            who = f"address {clientAddress}"
+        if held >= limit:
+            if not login.members:
+                login.close()
+            raise TooManyRequests(
+                f"{who} holds {limit} sessions already: log out of one first",
+                "too_many_sessions",
+            )
 
     async def _sharedAnonymousLogin(self) -> Login:
         """
@@ -841,6 +878,18 @@ class SessionTable:
         PB logins (connections) the gateway holds for its sessions.
         """
         return len({id(s.login) for s in self.sessions.values()})
+
+    def waitingCalls(self) -> int:
+        """
+        PB calls sent to the broker and not answered yet, on every connection.
+        """
+        factories = {id(s.login.factory): s.login.factory for s in self.sessions.values()}
+        if self._rootFactory is not None:
+            factories[id(self._rootFactory)] = self._rootFactory
+        return sum(
+            len(factory._broker.waitingForAnswers)
+            for factory in factories.values() if factory._broker is not None
+        )
 
     def closeAll(self, reason: str = "gateway stopping") -> None:
         for session in list(self.sessions.values()):

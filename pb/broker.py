@@ -481,6 +481,10 @@ class Broker(Protocol):
         if type(expression) is not list or not expression:
             raise ProtocolError("non-list expression received")
         command = expression[0]
+        if not isinstance(command, bytes):
+            # A list here is unhashable: without this check it would escape
+            # dataReceived as a TypeError instead of closing cleanly.
+            raise ProtocolError(f"a command is a string, not {type(command).__name__}")
         handler = self._handlers.get(command)
         if handler is None:
             self._log.info("Didn't understand command {command!r}", command=command)

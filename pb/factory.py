@@ -68,6 +68,7 @@ class PBClientFactory(protocol.ClientFactory):
         broker = Broker(True, self.security, self.options, self.clock)
         broker.factory = self
         self._connecting = broker
+        broker.notifyOnDisconnect(lambda: self._lostBeforeReady(broker))
         return broker
 
     def _reset(self) -> None:
@@ -109,6 +110,16 @@ class PBClientFactory(protocol.ClientFactory):
             from twisted.internet.error import ConnectionLost
 
             self._failAll(Failure(ConnectionLost("PB connection lost")))
+
+    def _lostBeforeReady(self, broker: Broker) -> None:
+        # Lost during negotiation (a TLS certificate refused, a peer that
+        # closed at once): connected through an endpoint, nobody calls
+        # clientConnectionLost, and the root object requests would wait
+        # forever.
+        if self._broker is None and self._connecting is broker:
+            from twisted.internet.error import ConnectionLost
+
+            self._failAll(Failure(ConnectionLost("PB connection lost before it was ready")))
 
     def getRootObject(self) -> Deferred[RemoteReference]:
         """

@@ -58,6 +58,8 @@ SAMPLES: dict[str, tuple[str, str, Any]] = {
     "login_max_failures": ("3", "3", 3),
     "login_window": ("30", "30", 30.0),
     "login_lockout": ("120", "120", 120.0),
+    "max_sessions_per_user": ("5", "5", 5),
+    "max_connections": ("0", "0", 0),
     "log_format": ('"json"', "json", "json"),
     "debug": ("true", "on", True),
 }
@@ -88,6 +90,8 @@ OPTION_FIELDS = {
     "loginMaxFailures": "login_max_failures",
     "loginWindow": "login_window",
     "loginLockout": "login_lockout",
+    "maxSessionsPerUser": "max_sessions_per_user",
+    "maxConnections": "max_connections",
 }
 
 
