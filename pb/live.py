@@ -13,6 +13,7 @@ Twisted clients and the web gateway all keep their copies the same way.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
@@ -184,7 +185,7 @@ def _parseState(state: Any, kind: type) -> tuple[int, Any]:
 # -- the server side ------------------------------------------------------------
 
 
-class _LiveObject(Cacheable):
+class _LiveObject(Cacheable, metaclass=abc.ABCMeta):
     """
     What L{LiveDict} and L{LiveList} share: the sequence number, the
     observers, and sending a delta to each of them.
@@ -204,8 +205,11 @@ class _LiveObject(Cacheable):
         """
         return frozenset(self._observers)
 
+    @abc.abstractmethod
     def snapshot(self) -> Any:
-        raise NotImplementedError
+        """
+        A copy of the current value (a dict or a list).
+        """
 
     def getTypeToCopy(self) -> bytes:
         # Subclasses keep the tag, so every client mirrors them as the base.
