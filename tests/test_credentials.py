@@ -357,7 +357,10 @@ class CheckerTestsMixin:
     """
 
     def makeChecker(self) -> InMemoryMD5Checker | FilePasswordChecker:
-        raise NotImplementedError
+        """
+        The checker under test; each test class says which.
+        """
+        raise TypeError(f"{type(self).__name__} must define makeChecker")
 
     def assertAvatarId(self, credentials: object, avatarId: bytes) -> None:
         """

@@ -15,6 +15,7 @@ of either implementation; C{test_examples} uses them too.
 
 from __future__ import annotations
 
+import abc
 import gc
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
@@ -436,7 +437,7 @@ class ErrorInfo:
     isPBError: bool
 
 
-class Implementation:
+class Implementation(abc.ABC):
     """
     One PB implementation, with the test's classes built on it.
     """
@@ -459,31 +460,35 @@ class Implementation:
     def __repr__(self) -> str:
         return f"<{self.name}>"
 
+    @abc.abstractmethod
     def serverFactory(self, root: Any) -> Any:
         """
         A server factory for a root object, or for a portal.
         """
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def clientFactory(self) -> Any:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def passwordChecker(self) -> ICredentialsChecker:
         """
         A checker that knows alice, whose password is "wonderland".
         """
-        raise NotImplementedError
+        ...
 
-    def registerTypes(self, testCase: TestCase) -> None:
+    def registerTypes(self, testCase: TestCase) -> None:  # noqa: B027 (a default: nothing)
         """
         Register the copy and cache classes for as long as C{testCase} runs.
         """
 
+    @abc.abstractmethod
     def errorInfo(self, failure: Failure) -> ErrorInfo:
         """
         What a client of this implementation learnt from a remote failure.
         """
-        raise NotImplementedError
+        ...
 
 
 class OurImplementation(Implementation):
