@@ -99,6 +99,12 @@ def _logFormat(value: Any) -> str:
     return str(value)
 
 
+def _accessLogTarget(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError('must be "-" (standard output), "off", or a file path')
+    return value
+
+
 def _gatewayName(value: Any) -> str:
     if not isinstance(value, str) or not re.match(r"[a-z0-9]{1,32}\Z", value):
         raise ValueError("must be 1-32 lowercase letters and digits")
@@ -197,6 +203,8 @@ SETTINGS: tuple[Setting, ...] = (
             "sessions per user name, anonymous ones per address (429; 0: no limit)", _number),
     Setting("max_connections", _defaults.maxConnections, _limit,
             "client connections served at once (503 past it; 0: no limit)", _number),
+    Setting("access_log", "-", _accessLogTarget,
+            'where requests are logged: "-" (standard output), "off", or a file'),
     Setting("log_format", "text", _logFormat, 'log lines as "text" or "json"'),
     Setting("debug", False, _bool, "send tracebacks to callers", _boolText),
 )

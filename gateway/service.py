@@ -13,7 +13,8 @@ from twisted.internet.interfaces import IListeningPort
 from pb.service import EndpointService
 
 from ._connections import ConnectionLimit
-from .rest import GatewayAPI, makeSite
+from .accesslog import AccessLog
+from .rest import GatewayAPI, GatewayResource, makeSite
 from .sessions import GatewayOptions, SessionTable
 
 __all__ = ["GatewayService"]
@@ -21,17 +22,20 @@ __all__ = ["GatewayService"]
 
 class GatewayService(MultiService):
     """
-    Serve the gateway's HTTP API (and, later, WebSocket and dashboard) on
-    C{httpEndpoint}, in front of the broker named in C{options.broker}.
+    Serve the gateway's HTTP API, WebSocket and dashboard on C{httpEndpoint},
+    in front of the broker named in C{options.broker}, logging requests to
+    C{accessLog} (none if L{None}).
     """
 
-    def __init__(self, reactor: Any, httpEndpoint: str, options: GatewayOptions) -> None:
+    def __init__(self, reactor: Any, httpEndpoint: str, options: GatewayOptions,
+                 accessLog: AccessLog | None = None) -> None:
         super().__init__()
         self.reactor = reactor
         self.options = options
         self.table = SessionTable(reactor, options)
         self.api = GatewayAPI(self.table, options)
-        self.site = makeSite(self.api.app.resource(), options)
+        self.accessLog = accessLog
+        self.site = makeSite(GatewayResource(self.api), options, accessLog)
         self.connections = ConnectionLimit(self.site, options.maxConnections, reactor)
         self.api.metrics.gauge("pbgw_connections", "Open client connections (HTTP, WebSocket).",
                                self.connections.openConnections)
@@ -43,4 +47,12 @@ class GatewayService(MultiService):
 
     def stopService(self) -> Deferred[Any]:
         self.table.closeAll()
-        return super().stopService()
+        stopped = super().stopService()
+        if self.accessLog is not None:
+            stopped.addBoth(self._closeAccessLog)
+        return stopped
+
+    def _closeAccessLog(self, result: Any) -> Any:
+        assert self.accessLog is not None
+        self.accessLog.close()
+        return result

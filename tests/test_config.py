@@ -60,6 +60,7 @@ SAMPLES: dict[str, tuple[str, str, Any]] = {
     "login_lockout": ("120", "120", 120.0),
     "max_sessions_per_user": ("5", "5", 5),
     "max_connections": ("0", "0", 0),
+    "access_log": ('"off"', "off", "off"),
     "log_format": ('"json"', "json", "json"),
     "debug": ("true", "on", True),
 }

@@ -1445,3 +1445,129 @@ class ValueTagTests(DemoTestCase):
         self.assertEqual(back["type"], "pb.live.LiveDict")
         self.assertEqual(back["state"][taskId]["text"], "water plants")
         self.assertEqual(back["seq"], 1)
+
+
+# -- the call route without Klein -----------------------------------------------
+
+
+class HangingAvatar(pb.Avatar):
+    """
+    A perspective whose C{hang} answers only when the test says so.
+    """
+
+    def __init__(self) -> None:
+        self.hanging: list[Deferred[None]] = []
+
+    def perspective_hang(self) -> Deferred[None]:
+        answer: Deferred[None] = Deferred()
+        self.hanging.append(answer)
+        return answer
+
+
+class HangingRealm(pb.Realm):
+    def __init__(self) -> None:
+        super().__init__()
+        self.avatar = HangingAvatar()
+
+    def avatarFactory(self, avatarId: Any) -> HangingAvatar:  # type: ignore[override]
+        return self.avatar
+
+
+class CallRouteTests(DemoTestCase):
+    """
+    C{POST /api/call/<method>} is answered without Klein (L{GatewayResource}),
+    with the same answers; everything else still goes through Klein.
+    """
+
+    def countKleinRequests(self) -> list[bytes]:
+        """
+        The paths of the requests the Klein application renders from now on.
+        """
+        seen: list[bytes] = []
+        resource = self.gateway.site.resource
+        render = resource.klein.render
+
+        def counting(request: Any) -> Any:
+            seen.append(request.path)
+            return render(request)
+
+        resource.klein.render = counting
+        return seen
+
+    async def test_callWithoutKlein(self) -> None:
+        """
+        A call with a plain method name is answered, with its headers and
+        metrics, without Klein; malformed names and other HTTP methods go to
+        Klein and get its answers.
+        """
+        await self.startDemo()
+        token = await self.login()
+        seen = self.countKleinRequests()
+        reply = await self.request("POST", "/api/call/add", [5, 3], token=token)
+        self.assertEqual((reply.status, reply.body), (200, {"result": 8}))
+        self.assertEqual(reply.headers.getRawHeaders(b"content-type"), [b"application/json"])
+        self.assertEqual(reply.headers.getRawHeaders(b"cache-control"), [b"no-store"])
+        reply = await self.request("POST", "/api/call/divide", {"args": [1, 0]}, token=token)
+        self.assertError(reply, 500, "remote_exception", "builtins.ValueError")
+        self.flushLoggedErrors(ValueError)
+        reply = await self.request("POST", "/api/call/add", [1, 2])
+        self.assertError(reply, 401, "unauthorized")
+        self.assertEqual(reply.headers.getRawHeaders(b"www-authenticate"),
+                         [b'Bearer realm="pb-gateway"'])
+        self.assertEqual(seen, [])
+        reply = await self.request("POST", "/api/call/1add", [], token=token)
+        self.assertError(reply, 404, "not_found", "no_such_method")
+        reply = await self.request("GET", "/api/call/add", token=token)
+        self.assertError(reply, 405, "method_not_allowed")
+        self.assertEqual(seen, [b"/api/call/1add", b"/api/call/add"])
+        metrics = (await self.request("GET", "/metrics")).raw.decode()
+        self.assertIn('pbgw_http_requests_total{method="POST",route="call",status="200"} 1',
+                      metrics)
+        self.assertIn('pbgw_http_requests_total{method="POST",route="call",status="401"} 1',
+                      metrics)
+
+    async def test_clientGoneMidCall(self) -> None:
+        """
+        A client that disconnects while its call is waiting for the broker
+        cancels the call; nothing is written or logged for it, and the
+        gateway serves the next one.
+        """
+        realm = HangingRealm()
+        broker = BrokerService(reactor, LOOPBACK, realm, anonymous=True)
+        broker.startService()
+        self.addCleanup(self._stop, broker)
+        await broker.whenListening()
+        assert broker.port is not None
+        await self.startGateway(broker.port.getHost().port)
+        token = await self.login({"anonymous": True})
+        host, port = self.url[len("http://"):].split(":")
+        body = b"[]"
+        request = (
+            b"POST /api/call/hang HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + token.encode() + b"\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        received: list[bytes] = []
+
+        class Client(Protocol):
+            def connectionMade(self) -> None:
+                self.transport.write(request)
+
+            def dataReceived(self, data: bytes) -> None:
+                received.append(data)
+
+        from twisted.internet.endpoints import TCP4ClientEndpoint
+
+        client = await TCP4ClientEndpoint(reactor, host, int(port)).connect(
+            Factory.forProtocol(Client))
+        await self.eventually(lambda: realm.avatar.hanging, "the broker has the call")
+        self.assertEqual(self.gateway.table.waitingCalls(), 1)
+        client.transport.abortConnection()
+        await self.eventually(lambda: self.gateway.table.waitingCalls() == 0,
+                              "the call is given up")
+        realm.avatar.hanging[0].callback(None)
+        await self.sleep(0.05)
+        self.assertEqual(received, [])
+        self.assertEqual(self.flushLoggedErrors(), [])
+        reply = await self.request("POST", "/api/call/nope", [], token=token)
+        self.assertError(reply, 404, "not_found", "no_such_method")

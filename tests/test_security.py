@@ -478,6 +478,56 @@ class AccessLogTests(unittest.TestCase):
         self.assertNotIn(token.partition(".")[2], output)
 
 
+    def test_jsonToFile(self) -> None:
+        """
+        C{--access-log FILE --log-format json}: one JSON object per request
+        in the file, tokens left out, none on standard output.
+        """
+        import shutil
+        import tempfile
+
+        folder = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, folder)
+        path = os.path.join(folder, "access.log")
+        deployment = Deployment(
+            self, gatewayArgs=["--access-log", path, "--log-format", "json"]
+        ).start()
+        token = login(deployment.url, ALICE)
+        fetch(deployment.url, "GET", f"/api/caches/cnope/events?token={token}")
+        fetch(deployment.url, "POST", "/api/logout", token=token)
+
+        def records() -> list[dict[str, Any]] | None:
+            if not os.path.exists(path):
+                return None
+            with open(path, encoding="utf-8") as f:
+                found = [json.loads(line) for line in f.read().splitlines()]
+            return found if any(r["uri"] == "/api/logout" for r in found) else None
+
+        found = waitFor(records, "the access log file's lines")
+        byURI = {record["uri"]: record for record in found}
+        self.assertEqual(byURI["/api/login"]["status"], 200)
+        self.assertEqual(byURI["/api/login"]["method"], "POST")
+        self.assertEqual(byURI["/api/caches/cnope/events?token=-"]["status"], 404)
+        self.assertEqual(byURI["/api/logout"]["client"], "127.0.0.1")
+        self.assertEqual({record["log_namespace"] for record in found}, {"gateway.access"})
+        output = deployment.gateway.output()
+        self.assertNotIn("/api/logout", output)
+        self.assertNotIn(token.partition(".")[2], output + json.dumps(found))
+
+    def test_off(self) -> None:
+        """
+        C{--access-log off}: requests are served and not logged.
+        """
+        deployment = Deployment(self, gatewayArgs=["--access-log", "off"]).start()
+        token = login(deployment.url, ALICE)
+        fetch(deployment.url, "POST", "/api/logout", token=token)
+        time.sleep(0.5)
+        output = deployment.gateway.output()
+        self.assertIn("ready at", output)
+        self.assertNotIn("/api/login", output)
+        self.assertNotIn("/api/logout", output)
+
+
 # -- limits ---------------------------------------------------------------------------
 
 
