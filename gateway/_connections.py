@@ -96,16 +96,30 @@ class ConnectionLimit:
         self.limit = limit
         self.clock = clock
         self._transports: set[Any] = set()
+        self._pruneAt = self._MIN_PRUNE
+
+    # The transports of closed connections are dropped when the set has
+    # doubled since the last time (or reaches the limit): amortised O(1) per
+    # connection, where a scan every time would make opening n connections
+    # take O(n^2).
+    _MIN_PRUNE = 64
 
     def openConnections(self) -> int:
         """
         The connections open now.
         """
-        self._transports = {t for t in self._transports if getattr(t, "connected", False)}
+        self._prune()
         return len(self._transports)
 
+    def _prune(self) -> None:
+        self._transports = {t for t in self._transports if getattr(t, "connected", False)}
+        self._pruneAt = max(2 * len(self._transports), self._MIN_PRUNE)
+
     def buildProtocol(self, addr: Any) -> Any:
-        if self.limit and self.openConnections() >= self.limit:
+        held = len(self._transports)
+        if held >= self._pruneAt or (self.limit and held >= self.limit):
+            self._prune()
+        if self.limit and len(self._transports) >= self.limit:
             return _Refused(self.clock, self.limit)
         protocol = self.site.buildProtocol(addr)
         if protocol is not None:

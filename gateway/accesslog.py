@@ -4,10 +4,10 @@ file or standard output.
 
 Twisted's default sends every request through the global log publisher as
 an event, formatted by the log observers (a quarter of the gateway's CPU per
-REST call when measured); here a line is formatted once and written to a
-buffered stream that is flushed shortly after, at most once per
-C{flushDelay}.  Lines are Twisted's combined log format, or one JSON object
-per line when the gateway logs JSON.  Tokens in URLs (C{?token=}) are
+REST call when measured); here a line is formatted once, held, and written
+with the lines that follow it shortly after, in one write.  Lines are
+Twisted's combined log format, or one JSON object per line when the
+gateway logs JSON.  Tokens in URLs (C{?token=}) are
 written as C{token=-}: a token is a session's secret.
 """
 
@@ -66,14 +66,15 @@ def accessLogRecord(request: Request) -> dict[str, Any]:
 
 class AccessLog:
     """
-    Writes access log lines to C{stream}, flushing it C{flushDelay} seconds
-    after the first unflushed line.
+    Writes access log lines to C{stream} C{flushDelay} seconds after the
+    first unwritten line, or once C{maxPending} lines wait.
 
     @ivar json: Write one JSON object per line instead of the combined log
         format.
     """
 
     log = Logger()
+    maxPending = 256
 
     def __init__(self, stream: IO[str], clock: IReactorTime, json: bool = False,
                  flushDelay: float = 0.25, closeStream: bool = False) -> None:
@@ -83,6 +84,7 @@ class AccessLog:
         self.flushDelay = flushDelay
         self._closeStream = closeStream
         self._flushCall: IDelayedCall | None = None
+        self._pending: list[str] = []
         self._failed = False
 
     def write(self, timestamp: str, request: Request) -> None:
@@ -98,24 +100,27 @@ class AccessLog:
             line = json.dumps(record, separators=(",", ":"))
         else:
             line = accessLogLine(timestamp, request)
-        try:
-            self.stream.write(line + "\n")
-        except (OSError, ValueError) as e:
-            self._stop(e)
-            return
-        if self._flushCall is None:
+        # Held here, not in the stream's buffer: with PYTHONUNBUFFERED (as
+        # in many containers) every write to standard output is a system
+        # call.
+        self._pending.append(line)
+        if len(self._pending) >= self.maxPending:
+            self.flush()
+        elif self._flushCall is None:
             self._flushCall = self.clock.callLater(self.flushDelay, self.flush)
 
     def flush(self) -> None:
         """
-        Write out the buffered lines now.
+        Write out the held lines now.
         """
         if self._flushCall is not None and self._flushCall.active():
             self._flushCall.cancel()
         self._flushCall = None
-        if self._failed:
+        if self._failed or not self._pending:
             return
+        lines, self._pending = self._pending, []
         try:
+            self.stream.write("\n".join(lines) + "\n")
             self.stream.flush()
         except (OSError, ValueError) as e:
             self._stop(e)

@@ -88,29 +88,50 @@ class AccessLogTests(TestCase):
     L{AccessLog} writes a line per request and flushes shortly after.
     """
 
-    def test_flushedOnceAfterDelay(self) -> None:
+    def test_writtenOnceAfterDelay(self) -> None:
         """
-        Lines are written at once and flushed C{flushDelay} seconds after the
-        first unflushed one, by one timer however many lines come.
+        Lines are held and written together, in one write and one flush,
+        C{flushDelay} seconds after the first of them, by one timer however
+        many lines come.
         """
         stream = io.StringIO()
+        writes: list[str] = []
         flushes: list[None] = []
+        stream.write = writes.append  # type: ignore[method-assign,assignment]
         stream.flush = lambda: flushes.append(None)  # type: ignore[method-assign]
         clock = Clock()
         log = AccessLog(stream, clock, flushDelay=0.25)
         for _ in range(3):
             log.write(TIMESTAMP, answeredRequest(b"/healthz"))
-        self.assertEqual(len(stream.getvalue().splitlines()), 3)
+        self.assertEqual((writes, flushes), ([], []))
         self.assertEqual(len(clock.getDelayedCalls()), 1)
         clock.advance(0.2)
-        self.assertEqual(flushes, [])
+        self.assertEqual(writes, [])
         clock.advance(0.05)
+        self.assertEqual(len(writes), 1)
+        self.assertEqual(len(writes[0].splitlines()), 3)
+        self.assertTrue(writes[0].endswith('"curl/8"\n'))
         self.assertEqual(len(flushes), 1)
         self.assertEqual(clock.getDelayedCalls(), [])
         log.write(TIMESTAMP, answeredRequest(b"/healthz"))
         self.assertEqual(len(clock.getDelayedCalls()), 1)
         log.close()
-        self.assertEqual(len(flushes), 2)
+        self.assertEqual((len(writes), len(flushes)), (2, 2))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_manyLinesWrittenAtOnce(self) -> None:
+        """
+        Once C{maxPending} lines wait they are written without waiting for
+        the timer.
+        """
+        stream = io.StringIO()
+        clock = Clock()
+        log = AccessLog(stream, clock)
+        for _ in range(log.maxPending - 1):
+            log.write(TIMESTAMP, answeredRequest(b"/healthz"))
+        self.assertEqual(stream.getvalue(), "")
+        log.write(TIMESTAMP, answeredRequest(b"/healthz"))
+        self.assertEqual(len(stream.getvalue().splitlines()), log.maxPending)
         self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_json(self) -> None:
@@ -123,6 +144,7 @@ class AccessLogTests(TestCase):
         clock.advance(1795700000.5)
         log = AccessLog(stream, clock, json=True)
         log.write(TIMESTAMP, answeredRequest(b"/ws?token=gw-a.secret", 101, agent=None))
+        log.flush()
         [line] = stream.getvalue().splitlines()
         record = json.loads(line)
         self.assertEqual(record, {
@@ -148,6 +170,7 @@ class AccessLogTests(TestCase):
         clock = Clock()
         log = AccessLog(stream, clock)
         log.write(TIMESTAMP, answeredRequest(b"/healthz"))
+        log.flush()
         log.write(TIMESTAMP, answeredRequest(b"/healthz"))
         log.flush()
         self.assertEqual(stream.attempts, 1)
@@ -165,6 +188,7 @@ class AccessLogTests(TestCase):
         log = AccessLog(BrokenStream(), Clock())
         for _ in range(3):
             log.write(TIMESTAMP, answeredRequest(b"/healthz"))
+            log.flush()
         mine = [e for e in events if e.get("log_namespace") == "gateway.accesslog.AccessLog"]
         self.assertEqual(len(mine), 1)
         self.assertIn("No space left", str(mine[0]["error"]))
@@ -220,6 +244,7 @@ class SiteTests(TestCase):
         site = makeSite(None, GatewayOptions(), log)
         site._logDateTime = TIMESTAMP
         site.log(answeredRequest(b"/api/call/add?token=gw-a.secret"))
+        log.flush()
         self.assertEqual(
             stream.getvalue(),
             f'"10.0.0.7" - - {TIMESTAMP} "POST /api/call/add?token=- HTTP/1.1" 200 12 "-" '

@@ -699,3 +699,48 @@ def _chunkedPost(port: int, token: str, body: bytes) -> bytes:
         while chunk := raw.recv(65536):
             answer += chunk
         return answer
+
+
+class ConnectionBookkeepingTests(TestCase):
+    """
+    L{ConnectionLimit} drops closed connections' transports without a scan
+    per new connection.
+    """
+
+    def test_amortisedPruning(self) -> None:
+        """
+        Opening many connections scans the held transports O(log n) times,
+        not once per connection; closed ones are dropped by those scans and
+        the count stays right; at the limit every connection is checked.
+        """
+        from twisted.internet.protocol import Factory, Protocol
+        from twisted.internet.task import Clock
+        from twisted.internet.testing import StringTransport
+
+        from gateway._connections import ConnectionLimit, _Refused
+
+        site = Factory.forProtocol(Protocol)
+        limit = ConnectionLimit(site, 0, Clock())
+        scans: list[int] = []
+        prune = limit._prune
+
+        def counting() -> None:
+            scans.append(len(limit._transports))
+            prune()
+
+        limit._prune = counting  # type: ignore[method-assign]
+        transports = []
+        for _ in range(5000):
+            transport = StringTransport()
+            transport.connected = True
+            limit.buildProtocol(None).makeConnection(transport)
+            transports.append(transport)
+        self.assertLess(len(scans), 12)
+        for transport in transports[:4000]:
+            transport.connected = False
+        self.assertEqual(limit.openConnections(), 1000)
+        limit.limit = 1001
+        limit.buildProtocol(None).makeConnection(StringTransport())
+        self.assertIsInstance(limit.buildProtocol(None), _Refused)
+        transports[-1].connected = False
+        self.assertNotIsInstance(limit.buildProtocol(None), _Refused)
