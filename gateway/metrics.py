@@ -5,6 +5,7 @@ PB calls by outcome, in the text exposition format.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable
 
 __all__ = ["Metrics"]
@@ -41,10 +42,9 @@ class Metrics:
             buckets = self.latencyBuckets[route] = [0] * len(BUCKETS)
             self.latencySum[route] = 0.0
             self.latencyCount[route] = 0
-        for index, bound in enumerate(BUCKETS):
-            if seconds <= bound:
-                buckets[index] += 1
-                break
+        index = bisect_left(BUCKETS, seconds)  # the first bound >= seconds
+        if index < len(BUCKETS):
+            buckets[index] += 1
         self.latencySum[route] += seconds
         self.latencyCount[route] += 1
 

@@ -13,6 +13,7 @@ Transports (REST, WebSocket, SSE) ask the L{SessionTable}, never each other.
 from __future__ import annotations
 
 import hmac
+import json
 import secrets
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.cred.credentials import Anonymous, UsernamePassword
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
@@ -54,6 +55,7 @@ _LOGIN_METHODS = frozenset({"login", "loginAnonymous"})
 BROKER_LOST = "broker connection lost"
 LIVE_TYPES = frozenset({"pb.live.LiveDict", "pb.live.LiveList"})
 _CALL_REMOTE_NAMES = frozenset({"self", "_name", "_timeout"})
+_PLAIN_RESULTS = frozenset({str, int, bool, type(None)})
 
 
 @attrs.frozen
@@ -129,6 +131,40 @@ def _registry() -> pb.TypeRegistry:
     # The gateway mirrors any service's values: every Copyable and Cacheable
     # arrives as an inert generic holder, nothing is ever built from a class.
     return pb.TypeRegistry(inherit=None, allowGeneric=True)
+
+
+@attrs.define
+class _SharedMethods:
+    """
+    One avatar method description, shared by the C{logins} that use it, by
+    its canonical JSON text C{key}.
+    """
+
+    key: str
+    methods: list[dict[str, Any]]
+    logins: int = 0
+
+
+def _isPlainJSON(value: Any) -> bool:
+    kind = type(value)
+    if kind is dict:
+        return all(type(key) is str and _isPlainJSON(item) for key, item in value.items())
+    if kind is list:
+        return all(_isPlainJSON(item) for item in value)
+    return kind is str or kind is int or kind is bool or kind is float or value is None
+
+
+def _canonicalJSON(value: Any) -> str | None:
+    """
+    The canonical JSON text of C{value}, or L{None} if it is not plain JSON
+    (a tuple, bytes, a copy: values JSON would conflate or cannot carry).
+    """
+    try:
+        if not _isPlainJSON(value):
+            return None
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    except (RecursionError, ValueError):
+        return None
 
 
 class CacheMirror:
@@ -268,7 +304,10 @@ class Login:
         self.avatar = avatar
         self.mind = mind
         self.shared = shared
+        # The avatar's methods (its pb:describe): shared by every login with
+        # the same description, through the table; never mutated.
         self.methods: list[dict[str, Any]] | None = None
+        self.sharedMethods: _SharedMethods | None = None
         self.members: set[Session] = set()
         self.refs: dict[str, pb.RemoteReference] = {}
         self._refHandles: dict[Any, str] = {}
@@ -359,6 +398,7 @@ class Login:
         self._refHandles.clear()
         self._cacheHandles.clear()
         self.holders.clear()
+        self.table._releaseMethods(self)
         self.factory.disconnect()
         if self.mind is not None:
             self.mind.end()
@@ -395,6 +435,8 @@ class Session:
         self._expiry: IDelayedCall | None = None
         self.streams = 0
         self.clientAddress: str | None = None
+        # The table's count this session is in (see SessionTable._register).
+        self._counted: tuple[dict[str, int], str] | None = None
         login.members.add(self)
 
     @property
@@ -411,6 +453,11 @@ class Session:
 
     @property
     def methods(self) -> list[dict[str, Any]] | None:
+        """
+        The avatar's methods, as C{pb:describe} gives them: one object
+        shared by every login with the same description (read it, copy it
+        to change it).
+        """
         return self.login.methods
 
     def touch(self) -> None:
@@ -500,7 +547,7 @@ class Session:
         """
         Call C{perspective_<method>} on the avatar; the JSON result.
         """
-        return await self.callOn(self.avatar, method, args, kwargs)
+        return await self.callOn(self.login.avatar, method, args, kwargs)
 
     async def callRef(
         self, handle: str, method: str, args: list[Any], kwargs: dict[str, Any]
@@ -510,11 +557,23 @@ class Session:
         """
         return await self.callOn(self.refForHandle(handle), method, args, kwargs)
 
-    async def callOn(
+    def callOn(
         self, target: pb.RemoteReference, method: str, args: list[Any], kwargs: dict[str, Any]
-    ) -> Any:
+    ) -> Deferred[Any]:
+        """
+        Call a method of C{target} for this session.  A Deferred rather than
+        a coroutine: the transports' common path chains on it directly.
+
+        @return: fires with the JSON result, or fails with a L{GatewayError}
+            (or whatever the codec raised for the result).
+        @raise GatewayError: the session has ended, or C{kwargs} are refused.
+        """
         self._alive()
-        result = await self.table.callRemote(target, method, args, kwargs)
+        return self.table.sendCall(target, method, args, kwargs).addCallback(self._jsonResult)
+
+    def _jsonResult(self, result: Any) -> Any:
+        if type(result) in _PLAIN_RESULTS:
+            return result
         return jsonFromPB(result, self)
 
     def releaseRef(self, handle: str) -> None:
@@ -580,6 +639,15 @@ class SessionTable:
             reactor, options.loginMaxFailures, options.loginWindow, options.loginLockout
         )
         self.callsByOutcome: dict[str, int] = {}
+        # Sessions held per user name and, for anonymous sessions, per
+        # client address: kept as sessions come and go, so that a login
+        # need not count them (10,000 logins would cost 50 million steps).
+        self.sessionsByUser: dict[str, int] = {}
+        self.sessionsByAddress: dict[str, int] = {}
+        # The avatars' method descriptions, one per distinct description
+        # (every login of one avatar class gets the same ~17 KB), with how
+        # many open logins use each: the last one closing drops it.
+        self._descriptions: dict[str, _SharedMethods] = {}
 
     # -- the broker link --------------------------------------------------
 
@@ -616,23 +684,41 @@ class SessionTable:
         """
         Call a remote method with the call timeout, counting the outcome.
         """
-        # callRemote's own parameters would collide with these keywords
-        # (a TypeError, i.e. a 500): refuse them as a bad argument shape.
-        reserved = _CALL_REMOTE_NAMES.intersection(kwargs)
-        if reserved:
-            raise BadRequest(
-                f"keyword arguments may not be named {sorted(reserved)}", "bad_shape"
-            )
+        return await self.sendCall(target, method, args, kwargs)
+
+    def sendCall(
+        self, target: pb.RemoteReference, method: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> Deferred[Any]:
+        """
+        Send a remote call with the call timeout, counting its outcome.
+
+        @return: fires with the PB result, or fails with the L{GatewayError}
+            for the failure.
+        @raise BadRequest: C{kwargs} use the names of C{callRemote}'s own
+            parameters.
+        """
+        if kwargs:
+            # callRemote's own parameters would collide with these keywords
+            # (a TypeError, i.e. a 500): refuse them as a bad argument shape.
+            reserved = _CALL_REMOTE_NAMES.intersection(kwargs)
+            if reserved:
+                raise BadRequest(
+                    f"keyword arguments may not be named {sorted(reserved)}", "bad_shape"
+                )
         try:
-            result = await target.callRemote(
-                method, *args, _timeout=self.options.callTimeout, **kwargs
-            )
+            sent = target.callRemote(method, *args, _timeout=self.options.callTimeout, **kwargs)
         except Exception:
-            error = errorFromFailure(Failure(), self.options.debug)
-            self._count(error.type)
-            raise error from None
+            sent = fail()
+        return sent.addCallbacks(self._called, self._callFailed)
+
+    def _called(self, result: Any) -> Any:
         self._count("ok")
         return result
+
+    def _callFailed(self, failure: Failure) -> Failure:
+        error = errorFromFailure(failure, self.options.debug)
+        self._count(error.type)
+        return Failure(error)
 
     def _count(self, outcome: str) -> None:
         self.callsByOutcome[outcome] = self.callsByOutcome.get(outcome, 0) + 1
@@ -745,7 +831,7 @@ class SessionTable:
             login,
         )
         session.clientAddress = clientAddress
-        self.sessions[session.sessionID] = session
+        self._register(session)
         session.touch()
         self.log.info("Session {id} opened for {user}", id=session.sessionID,
                       user=session.username or "anonymous")
@@ -759,15 +845,16 @@ class SessionTable:
             C{login}, if no session uses it, is closed.
         """
         limit = self.options.maxSessionsPerUser
-        if not limit or (username is None and clientAddress is None):
+        if not limit:
             return
         if username is not None:
-            held = sum(1 for s in self.sessions.values() if s.username == username)
+            held = self.sessionsByUser.get(username, 0)
             who = f"user {username!r}"
-        else:
-            held = sum(1 for s in self.sessions.values()
-                       if s.username is None and s.clientAddress == clientAddress)
+        elif clientAddress is not None:
+            held = self.sessionsByAddress.get(clientAddress, 0)
             who = f"address {clientAddress}"
+        else:
+            return
         if held >= limit:
             if not login.members:
                 login.close()
@@ -775,6 +862,21 @@ class SessionTable:
                 f"{who} holds {limit} sessions already: log out of one first",
                 "too_many_sessions",
             )
+
+    def _register(self, session: Session) -> None:
+        """
+        Add C{session} to the table and to its user's (or, anonymous, its
+        client address's) count; L{_forget} takes it out of both, once.
+        """
+        self.sessions[session.sessionID] = session
+        if session.username is not None:
+            session._counted = (self.sessionsByUser, session.username)
+        elif session.clientAddress is not None:
+            session._counted = (self.sessionsByAddress, session.clientAddress)
+        else:
+            return
+        counts, key = session._counted
+        counts[key] = counts.get(key, 0) + 1
 
     async def _sharedAnonymousLogin(self) -> Login:
         """
@@ -829,17 +931,59 @@ class SessionTable:
         assert factory._broker is not None
         factory._broker.notifyOnDisconnect(login.lost)
         try:
-            login.methods = await self._methods(avatar)
+            methods = await self._describeMethods(avatar)
         except Exception:
-            login.methods = None
+            methods = None
+        if login.closed:
+            # Lost while it was being described: a shared description would
+            # never be released.
+            login.methods = methods
+        else:
+            self._holdMethods(login, methods)
         return login
 
-    async def _methods(self, avatar: pb.RemoteReference) -> list[dict[str, Any]] | None:
+    async def _describeMethods(self, avatar: pb.RemoteReference) -> list[dict[str, Any]] | None:
         description = await describeRemote(avatar, timeout=self.options.callTimeout)
         if description is None:
             return None
         methods = description.get("methods")
         return methods if isinstance(methods, list) else None
+
+    def _holdMethods(self, login: Login, methods: list[dict[str, Any]] | None) -> None:
+        """
+        Give C{login} the shared copy of C{methods} (made shared if it is the
+        first of its kind).  A description that is not plain JSON, which
+        two equal JSON texts might not tell apart, stays the login's own.
+        """
+        key = None if methods is None else _canonicalJSON(methods)
+        if methods is None or key is None:
+            login.methods = methods
+            return
+        shared = self._descriptions.get(key)
+        if shared is None:
+            shared = self._descriptions[key] = _SharedMethods(key, methods)
+        shared.logins += 1
+        login.methods = shared.methods
+        # The record, not this login's own copy of the key (as large as
+        # the description).
+        login.sharedMethods = shared
+
+    def _releaseMethods(self, login: Login) -> None:
+        """
+        C{login} closed: the last login using its description drops it.
+        """
+        shared, login.sharedMethods = login.sharedMethods, None
+        if shared is None:
+            return
+        shared.logins -= 1
+        if shared.logins <= 0 and self._descriptions.get(shared.key) is shared:
+            del self._descriptions[shared.key]
+
+    def sharedMethodsCount(self) -> int:
+        """
+        Distinct method descriptions the table holds for its open logins.
+        """
+        return len(self._descriptions)
 
     def get(self, token: str | None) -> Session:
         """
@@ -865,6 +1009,14 @@ class SessionTable:
     def _forget(self, session: Session, reason: str) -> None:
         if self.sessions.get(session.sessionID) is session:
             del self.sessions[session.sessionID]
+            counted, session._counted = session._counted, None
+            if counted is not None:
+                counts, key = counted
+                held = counts.get(key, 0) - 1
+                if held > 0:
+                    counts[key] = held
+                else:
+                    counts.pop(key, None)
         self._ended[session.sessionID] = reason
         while len(self._ended) > 10000:
             self._ended.popitem(last=False)

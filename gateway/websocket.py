@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -38,6 +38,9 @@ METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 
 _METHOD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# Arguments that are the same value in JSON and in PB (the codec passes them
+# through): a call with only these needs no decoding.
+_PLAIN_ARGS = frozenset({str, int, float, bool, type(None)})
 
 
 class _RPCError(Exception):
@@ -163,6 +166,12 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
         for call in pending.values():
             call.errback(pb.Error("the browser disconnected during the call"))
 
+    def dataReceived(self, data: bytes) -> None:
+        # Autobahn's dataReceived formats a debug line for every chunk (type
+        # names styled with click: several µs) that its txaio logger then
+        # drops; this is the rest of it.
+        self._dataReceived(data)
+
     def _write(self, data: bytes) -> None:
         if self.state != self.STATE_OPEN:
             # Closing: autobahn would raise Disconnected; the client is gone.
@@ -266,9 +275,81 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
                 self._sendJSON(self._errorResponse(None, INVALID_REQUEST, "empty batch"))
                 return
             d = Deferred.fromCoroutine(self._batch(message))
+        elif type(message) is dict and self._plainCall(message):
+            return
         else:
             d = Deferred.fromCoroutine(self._single(message))
-        d.addErrback(lambda f: self.gatewayLog.failure("WebSocket message failed", f))
+        d.addErrback(self._messageFailed)
+
+    def _messageFailed(self, failure: Failure) -> None:
+        self.gatewayLog.failure("WebSocket message failed", failure)
+
+    def _plainCall(self, message: dict[str, Any]) -> bool:
+        """
+        Start the common request at once, if C{message} is one: a
+        perspective method called with plain positional arguments, in a
+        live session, with room in flight.  Whether it was; anything else
+        (and every error it could meet before the call is sent) takes the
+        general path of L{_handle}, which answers the same.
+
+        No coroutine is made: the call's Deferred is answered by
+        L{_answered} or L{_callFailed}, as L{_handle} would answer it.
+        """
+        session = self.session
+        method = message.get("method")
+        requestID = message.get("id")
+        params = message.get("params")
+        if (
+            session is None
+            or session.ended is not None
+            or type(method) is not str
+            or message.get("jsonrpc") != "2.0"
+            or (type(requestID) is not int and type(requestID) is not str)
+            or (type(params) is not list and params is not None)
+            or self.inFlight >= self.factory.table.options.maxInFlight
+            or method.startswith("rpc.")
+            or not _METHOD_NAME.match(method)
+        ):
+            return False
+        if params is None:
+            params = []
+        else:
+            for arg in params:
+                if type(arg) not in _PLAIN_ARGS:
+                    return False
+        session.touch()
+        self.inFlight += 1
+        try:
+            calling = session.callOn(session.login.avatar, method, params, {})
+        except Exception:
+            calling = fail()
+        calling.addCallbacks(
+            self._answered, self._callFailed,
+            callbackArgs=(requestID,), errbackArgs=(requestID, method),
+        ).addErrback(self._messageFailed)
+        return True
+
+    def _answered(self, result: Any, requestID: int | str) -> None:
+        self.inFlight -= 1
+        if type(result) is dict or type(result) is list:
+            self._subscribeResult(result)
+        self._sendJSON({"jsonrpc": "2.0", "id": requestID, "result": result})
+
+    def _callFailed(self, failure: Failure, requestID: int | str, method: str) -> None:
+        self.inFlight -= 1
+        self._sendJSON({"jsonrpc": "2.0", "id": requestID,
+                        "error": rpcError(self._gatewayError(failure, method))})
+
+    def _gatewayError(self, failure: Failure, method: str) -> GatewayError:
+        """
+        The error to answer a failed call with; an unexpected one is logged.
+        """
+        if isinstance(failure.value, GatewayError):
+            return failure.value
+        error = errorFromFailure(failure, self.factory.table.options.debug)
+        if error.type == "internal_error":
+            self.gatewayLog.failure("Unexpected error in {method}", failure, method=method)
+        return error
 
     async def _single(self, message: Any) -> None:
         response = await self._handle(message)
@@ -353,13 +434,8 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
             result = await self._dispatch(method, message.get("params"))
         except _RPCError as e:
             response = self._errorResponse(requestID, e.code, e.message, e.data)
-        except GatewayError as e:
-            response = {"jsonrpc": "2.0", "id": requestID, "error": rpcError(e)}
         except Exception:
-            failure = Failure()
-            error = errorFromFailure(failure, self.factory.table.options.debug)
-            if error.type == "internal_error":
-                self.gatewayLog.failure("Unexpected error in {method}", failure, method=method)
+            error = self._gatewayError(Failure(), method)
             response = {"jsonrpc": "2.0", "id": requestID, "error": rpcError(error)}
         else:
             self._subscribeResult(result)
@@ -389,8 +465,8 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
         if self.session is None:
             return await table.callRoot(method, pbFromJSON(args), pbFromJSON(kwargs))
         session = self._requireSession()
-        return await session.call(
-            method, pbFromJSON(args, session), pbFromJSON(kwargs, session)
+        return await session.callOn(
+            session.login.avatar, method, pbFromJSON(args, session), pbFromJSON(kwargs, session)
         )
 
     async def _rpcLogin(self, params: Any) -> Any:

@@ -1387,3 +1387,227 @@ class EveryClientTests(GatewayHarness, TestCase):
         await everyoneSees(viaREST, {"text": "via REST", "done": False, "by": "alice"}, 1)
         viaTwisted = await bob.callRemote("addTask", "via Twisted")
         await everyoneSees(viaTwisted, {"text": "via Twisted", "done": False, "by": "bob"}, 2)
+
+
+# -- the plain call path, in memory ---------------------------------------------
+
+
+class ScriptedAvatar:
+    """
+    The avatar of an in-memory session: each method answers one way, at
+    once, except C{hang} (answered when the test fires C{pending}).
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[Deferred[Any]] = []
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any], Any]] = []
+
+    def callRemote(self, method: str, *args: Any, _timeout: Any = None,
+                   **kwargs: Any) -> Deferred[Any]:
+        self.calls.append((method, args, kwargs, _timeout))
+        cycle: list[Any] = []
+        cycle.append(cycle)
+        outcomes: dict[str, Any] = {
+            "add": lambda: args[0] + args[1],
+            "echo": lambda: {"args": list(args), "kwargs": kwargs},
+            "none": lambda: None,
+            "tuple": lambda: (1, (2.5, "x")),
+            "nan": lambda: float("nan"),
+            "bytes": lambda: b"\x00\xff",
+            "ref": lambda: pb.RemoteReference(None, None, 7, False),  # type: ignore[arg-type]
+            "boom": lambda: pb.RemoteError("builtins.ZeroDivisionError", "division by zero"),
+            "nope": lambda: pb.RemoteError("pb.errors.NoSuchMethod", "no method nope"),
+            "oops": lambda: pb.RemoteError("shop.Oops", "out of stock",
+                                           remoteParents=("shop.Oops", "pb.errors.Error")),
+            "slow": lambda: pb.CallTimeout("the call timed out"),
+            "gone": lambda: pb.DeadReferenceError("the connection is lost"),
+            "cycle": lambda: cycle,
+        }
+        if method == "crash":
+            raise TypeError("the avatar broke")
+        d: Deferred[Any] = Deferred()
+        if method == "hang":
+            self.pending.append(d)
+            return d
+        outcome = outcomes[method]()
+        if isinstance(outcome, Exception):
+            d.errback(outcome)
+        else:
+            d.callback(outcome)
+        return d
+
+
+class _Sent:
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    def send(self, data: bytes) -> None:
+        self.messages.append(json.loads(data))
+
+
+class _Factory:
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self.sockets: set[Any] = set()
+
+
+class _PBFactory:
+    def disconnect(self) -> None:
+        pass
+
+
+class PlainCallTests(SynchronousTestCase):
+    """
+    A socket answers plain calls (positional JSON arguments, a live
+    session) without a coroutine, exactly as its general path answers them.
+    """
+
+    def socket(self, **options: Any) -> tuple[Any, Any, ScriptedAvatar]:
+        from twisted.internet.task import Clock
+
+        from gateway.sessions import Login, Session, SessionTable
+        from gateway.websocket import GatewayWebSocketProtocol
+
+        table = SessionTable(Clock(), GatewayOptions(staticDir=None, **options))
+        avatar = ScriptedAvatar()
+        factory = _Factory(table)
+        login = Login(table, _PBFactory(), avatar, None, False)  # type: ignore[arg-type]
+        session = Session(table, "gw-test", "secret", "alice", login)
+        table._register(session)
+        session.touch()
+        protocol = GatewayWebSocketProtocol()
+        protocol.factory = factory  # type: ignore[assignment]
+        protocol.sender = _Sent()  # type: ignore[assignment]
+        protocol.session = session
+        return protocol, session, avatar
+
+    def answers(self, protocol: Any, message: Any, general: bool) -> tuple[Any, ...]:
+        """
+        What C{message} is answered with, what the avatar was asked and the
+        call outcomes counted, by the plain path (C{onMessage}) or by the
+        general one.
+        """
+        sent, avatar = protocol.sender.messages, protocol.session.login.avatar
+        table = protocol.factory.table
+        del sent[:], avatar.calls[:]
+        before = dict(table.callsByOutcome)
+        if general:
+            self.successResultOf(Deferred.fromCoroutine(protocol._single(message)))
+        else:
+            protocol.onMessage(json.dumps(message).encode("utf-8"), False)
+        counted = {key: value - before.get(key, 0)
+                   for key, value in table.callsByOutcome.items() if value != before.get(key)}
+        return list(sent), list(avatar.calls), counted, protocol.inFlight
+
+    def test_sameAnswersAsTheGeneralPath(self) -> None:
+        """
+        Every kind of request (results that need the codec, remote errors,
+        timeouts, a lost connection, an unmappable result, a method that
+        raises, bad ids, params and names, notifications) is answered by
+        C{onMessage} exactly as the general path answers it, with the same
+        calls sent and the same outcomes counted.
+        """
+        protocol, session, _ = self.socket()
+        methods = ["add", "echo", "none", "tuple", "nan", "bytes", "ref", "boom", "nope",
+                   "oops", "slow", "gone", "cycle", "crash"]
+        messages: list[Any] = [
+            {"jsonrpc": "2.0", "id": 1, "method": method, "params": [5, 3]}
+            for method in methods
+        ]
+        messages += [
+            {"jsonrpc": "2.0", "id": "s", "method": "echo", "params": [1.5, "x", True, None]},
+            {"jsonrpc": "2.0", "id": 2, "method": "echo"},
+            {"jsonrpc": "2.0", "id": 3, "method": "echo", "params": [{"$bytes": "AA=="}, [1]]},
+            {"jsonrpc": "2.0", "id": 4, "method": "echo", "params": {"a": 1}},
+            {"jsonrpc": "2.0", "id": 5, "method": "echo", "params": {"_timeout": 1}},
+            {"jsonrpc": "2.0", "id": 6, "method": "echo", "params": "x"},
+            {"jsonrpc": "2.0", "id": 7, "method": "echo", "params": [{"$nope": 1}]},
+            {"jsonrpc": "2.0", "id": 8, "method": "1x", "params": []},
+            {"jsonrpc": "2.0", "id": 9, "method": "rpc.nope", "params": []},
+            {"jsonrpc": "2.0", "id": None, "method": "add", "params": [1, 2]},
+            {"jsonrpc": "2.0", "id": True, "method": "add", "params": [1, 2]},
+            {"jsonrpc": "2.0", "id": 1.5, "method": "add", "params": [1, 2]},
+            {"jsonrpc": "2.0", "method": "add", "params": [1, 2]},
+            {"jsonrpc": "2.0", "method": "boom", "params": [1, 2]},
+            {"jsonrpc": "1.0", "id": 10, "method": "add", "params": [1, 2]},
+            {"jsonrpc": "2.0", "id": 11, "method": 5},
+            {"id": 12, "result": 3},
+            "add",
+        ]
+        for message in messages:
+            plain = self.answers(protocol, message, general=False)
+            general = self.answers(protocol, message, general=True)
+            self.assertEqual(plain, general, message)
+        self.flushLoggedErrors(TypeError)
+        self.assertEqual(len(session.refs), 1)
+        # A few answers spelled out, so that both paths cannot drift together.
+        expected = {
+            "add": ("result", 8),
+            "tuple": ("result", [1, [2.5, "x"]]),
+            "nan": ("result", {"$float": "nan"}),
+            "boom": ("error", (-32011, "remote_exception")),
+            "nope": ("error", (-32601, "not_found")),
+            "slow": ("error", (-32021, "timeout")),
+            "gone": ("error", (-32020, "broker_unavailable")),
+            "cycle": ("error", (-32022, "unmappable_result")),
+            "crash": ("error", (-32603, "internal_error")),
+        }
+        for method, (kind, value) in expected.items():
+            [answer], _, _, inFlight = self.answers(
+                protocol, {"jsonrpc": "2.0", "id": 1, "method": method, "params": [5, 3]},
+                general=False,
+            )
+            got = answer.get("result") if kind == "result" else (
+                answer["error"]["code"], answer["error"]["data"]["type"])
+            self.assertEqual((method, kind in answer, got, inFlight), (method, True, value, 0))
+        self.flushLoggedErrors(TypeError)
+
+    def test_noCoroutine(self) -> None:
+        """
+        A plain call makes no coroutine (none of the general path's layers
+        run) and is answered when the broker answers, with its id.
+        """
+        protocol, session, avatar = self.socket()
+        made: list[Any] = []
+        real = Deferred.fromCoroutine
+        self.patch(Deferred, "fromCoroutine",
+                   lambda coroutine: made.append(coroutine) or real(coroutine))
+        protocol.onMessage(b'{"jsonrpc":"2.0","id":"a","method":"hang","params":[1,"b"]}', False)
+        self.assertEqual((made, protocol.sender.messages, protocol.inFlight), ([], [], 1))
+        self.assertEqual(avatar.calls, [("hang", (1, "b"), {}, session.options.callTimeout)])
+        avatar.pending.pop().callback([1, {"two": 2}])
+        self.assertEqual(protocol.sender.messages,
+                         [{"jsonrpc": "2.0", "id": "a", "result": [1, {"two": 2}]}])
+        self.assertEqual((made, protocol.inFlight), ([], 0))
+        self.assertEqual(session.table.callsByOutcome, {"ok": 1})
+
+    def test_inFlightAndEndedSession(self) -> None:
+        """
+        Plain calls count in flight: past C{maxInFlight} a request is
+        refused (-32005) until one is answered; a failed call frees its
+        place too.  A session that has ended is refused (-32001), and its
+        avatar is not called.
+        """
+        protocol, session, avatar = self.socket(maxInFlight=2)
+        for requestID in (1, 2):
+            protocol.onMessage(
+                json.dumps({"jsonrpc": "2.0", "id": requestID, "method": "hang"}).encode(), False
+            )
+        protocol.onMessage(b'{"jsonrpc":"2.0","id":3,"method":"add","params":[1,2]}', False)
+        [refused] = protocol.sender.messages
+        self.assertEqual((refused["id"], refused["error"]["code"]), (3, -32005))
+        avatar.pending[0].errback(pb.CallTimeout("late"))
+        avatar.pending[1].callback(None)
+        self.assertEqual(protocol.inFlight, 0)
+        self.assertEqual(
+            [(m["id"], m.get("result"), "error" in m) for m in protocol.sender.messages[1:]],
+            [(1, None, True), (2, None, False)],
+        )
+        protocol.onMessage(b'{"jsonrpc":"2.0","id":4,"method":"add","params":[1,2]}', False)
+        self.assertEqual(protocol.sender.messages[-1]["result"], 3)
+        session.end("logged out")
+        calls = len(avatar.calls)
+        protocol.onMessage(b'{"jsonrpc":"2.0","id":5,"method":"add","params":[1,2]}', False)
+        answer = protocol.sender.messages[-1]
+        self.assertEqual((answer["id"], answer["error"]["code"]), (5, -32001))
+        self.assertEqual(len(avatar.calls), calls)
