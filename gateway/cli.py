@@ -91,7 +91,7 @@ _GATEWAY_KEYS = (
     "send_buffer_hard", "ping_interval", "ping_timeout", "sse_keepalive", "allowed_origins",
     "static_dir", "gateway_name", "mind_wait", "mind_notifications", "share_anonymous",
     "login_max_failures", "login_window", "login_lockout", "max_sessions_per_user",
-    "max_connections", "access_log", "debug", "log_format",
+    "max_connections", "trusted_proxies", "access_log", "debug", "log_format",
 )
 
 

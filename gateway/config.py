@@ -18,6 +18,7 @@ from typing import Any
 
 import attrs
 
+from .proxies import parseNetworks
 from .sessions import DEFAULT_STATIC, GatewayOptions
 
 __all__ = ["SETTINGS", "Config", "ConfigError", "Setting", "loadConfig"]
@@ -103,6 +104,15 @@ def _accessLogTarget(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError('must be "-" (standard output), "off", or a file path')
     return value
+
+
+def _networks(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ValueError("must be a list of addresses or networks (or a comma-separated string)")
+    parseNetworks(value)
+    return tuple(value)
 
 
 def _gatewayName(value: Any) -> str:
@@ -203,6 +213,8 @@ SETTINGS: tuple[Setting, ...] = (
             "sessions per user name, anonymous ones per address (429; 0: no limit)", _number),
     Setting("max_connections", _defaults.maxConnections, _limit,
             "client connections served at once (503 past it; 0: no limit)", _number),
+    Setting("trusted_proxies", (), _networks,
+            "reverse proxies whose X-Forwarded-For names the client", lambda text: text),
     Setting("access_log", "-", _accessLogTarget,
             'where requests are logged: "-" (standard output), "off", or a file'),
     Setting("log_format", "text", _logFormat, 'log lines as "text" or "json"'),
@@ -262,6 +274,7 @@ class Config:
             loginLockout=v["login_lockout"],
             maxSessionsPerUser=v["max_sessions_per_user"],
             maxConnections=v["max_connections"],
+            trustedProxies=v["trusted_proxies"],
         )
 
     def describe(self) -> str:

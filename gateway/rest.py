@@ -20,6 +20,7 @@ from typing import Any
 from autobahn.twisted.resource import WebSocketResource
 from klein import Klein
 from klein.interfaces import IKleinRequest
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
@@ -43,6 +44,7 @@ from .errors import (
 )
 from .metrics import Metrics
 from .openapi import openAPIDocument
+from .proxies import TrustedProxies
 from .sessions import GatewayOptions, Session, SessionTable
 from .sse import EventStream
 from .sse import lastEventID as _lastEventID
@@ -461,6 +463,22 @@ class LimitedRequest(Request):
         self._bodySize = 0
         self._tooLarge = False
 
+    def getClientAddress(self) -> Any:
+        """
+        The client's address: the peer's, or behind a trusted proxy the one
+        its C{X-Forwarded-For} names (L{gateway.proxies}).
+        """
+        address = super().getClientAddress()
+        proxies: TrustedProxies | None = getattr(self.channel.site, "trustedProxies", None)  # type: ignore[attr-defined]
+        host = getattr(address, "host", None)
+        if not proxies or not proxies.trusts(host):
+            return address
+        client = proxies.clientAddress(host, self.requestHeaders.getRawHeaders(b"x-forwarded-for"))
+        if client == host or client is None:
+            return address
+        kind = IPv6Address if ":" in client else IPv4Address
+        return kind("TCP", client, 0)
+
     def gotLength(self, length: int | None) -> None:
         limit = getattr(self.channel.site, "maxBodySize", self.maxBodySize)  # type: ignore[attr-defined]
         if length is not None and length > limit:
@@ -500,6 +518,7 @@ class GatewaySite(Site):
     """
 
     accessLog: AccessLog | None = None
+    trustedProxies: TrustedProxies | None = None
 
     def log(self, request: Any) -> None:
         if self.accessLog is not None:
@@ -539,13 +558,16 @@ class GatewayResource(Resource):
 _METHOD_NAME_BYTES = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
-def makeSite(resource: Any, options: GatewayOptions, accessLog: AccessLog | None = None) -> Site:
+def makeSite(resource: Any, options: GatewayOptions, accessLog: AccessLog | None = None,
+             trustedProxies: TrustedProxies | None = None) -> Site:
     """
     The HTTP site serving C{resource}: no form parsing, bodies limited,
-    requests logged to C{accessLog} (none if L{None}).
+    requests logged to C{accessLog} (none if L{None}), client addresses
+    read from the C{X-Forwarded-For} of C{trustedProxies}.
     """
     site = GatewaySite(resource, requestFactory=LimitedRequest, parsePOSTFormSubmission=False)
     site.accessLog = accessLog
+    site.trustedProxies = trustedProxies
     site.maxBodySize = options.maxBodySize  # type: ignore[attr-defined]
     site.displayTracebacks = options.debug
     return site

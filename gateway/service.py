@@ -35,7 +35,8 @@ class GatewayService(MultiService):
         self.table = SessionTable(reactor, options)
         self.api = GatewayAPI(self.table, options)
         self.accessLog = accessLog
-        self.site = makeSite(GatewayResource(self.api), options, accessLog)
+        self.site = makeSite(GatewayResource(self.api), options, accessLog,
+                             self.table.proxies)
         self.connections = ConnectionLimit(self.site, options.maxConnections, reactor)
         self.api.metrics.gauge("pbgw_connections", "Open client connections (HTTP, WebSocket).",
                                self.connections.openConnections)

@@ -46,6 +46,7 @@ from .errors import (
     Unauthorized,
     errorFromFailure,
 )
+from .proxies import TrustedProxies
 from .ratelimit import LoginLimiter
 
 __all__ = ["CacheMirror", "GatewayOptions", "Session", "SessionTable"]
@@ -97,6 +98,8 @@ class GatewayOptions:
         anonymous sessions count per client address (429; 0: no limit).
     @ivar maxConnections: client connections (HTTP, WebSocket) served at
         once; more are answered 503 and closed (0: no limit).
+    @ivar trustedProxies: addresses and networks of reverse proxies whose
+        C{X-Forwarded-For} names the client (L{gateway.proxies}).
     """
 
     broker: str = "tcp:host=127.0.0.1:port=8800"
@@ -125,6 +128,7 @@ class GatewayOptions:
     mindNotifications: tuple[str, ...] = ()
     maxSessionsPerUser: int = 100
     maxConnections: int = 10000
+    trustedProxies: tuple[str, ...] = ()
 
 
 def _registry() -> pb.TypeRegistry:
@@ -635,6 +639,7 @@ class SessionTable:
         self._anonymous: Login | None = None
         self._rootIsLogin: bool | None = None
         self._anonymousWaiters: list[Deferred[Login]] = []
+        self.proxies = TrustedProxies(options.trustedProxies)
         self.limiter = LoginLimiter(
             reactor, options.loginMaxFailures, options.loginWindow, options.loginLockout
         )

@@ -118,6 +118,7 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
         self.subscriptions: dict[str, CacheMirror] = {}
         self.sender: BoundedSender | None = None
         self._joinToken: str | None = None
+        self._clientAddress: str | None = None
         # Mind calls: the methods this page handles, and the calls it has not
         # answered yet (by our request id).
         self.exposed: set[str] = set()
@@ -133,6 +134,11 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
         host = request.headers.get("host", request.host)
         if origin is not None and not self.factory.originAllowed(origin, host):
             raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "origin not allowed")
+        forwarded = request.headers.get("x-forwarded-for")
+        peer = self.transport.getPeer() if self.transport is not None else None
+        self._clientAddress = self.factory.table.proxies.clientAddress(
+            getattr(peer, "host", None), [forwarded] if forwarded else None
+        )
         tokens = request.params.get("token")
         # /ws?token=T joins that session at once (and lets a proxy route the
         # socket to the gateway holding it).
@@ -483,10 +489,9 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
             anonymous = params.get("anonymous", False)
             if not isinstance(anonymous, bool):
                 raise _RPCError(INVALID_PARAMS, "anonymous must be true or false")
-            peer = self.transport.getPeer() if self.transport is not None else None
             session = await table.login(
                 params.get("username"), params.get("password"), anonymous,
-                clientAddress=getattr(peer, "host", None),
+                clientAddress=self._clientAddress,
             )
         self._bind(session)
         return {

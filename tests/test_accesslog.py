@@ -266,3 +266,29 @@ class SiteTests(TestCase):
         self.addCleanup(site.stopFactory)
         site.log(answeredRequest(b"/healthz"))
         self.assertEqual([e for e in events if "healthz" in str(e)], [])
+
+    def test_forwardedClient(self) -> None:
+        """
+        Behind a trusted proxy the line names the client its
+        C{X-Forwarded-For} names; from others the peer.
+        """
+        from gateway.proxies import TrustedProxies
+        from gateway.rest import LimitedRequest
+
+        stream = io.StringIO()
+        log = AccessLog(stream, Clock())
+        site = makeSite(None, GatewayOptions(), log, TrustedProxies(["10.0.0.0/8"]))
+        site._logDateTime = TIMESTAMP
+        for peer in ("10.0.0.7", "192.0.2.50"):
+            channel = DummyChannel()
+            channel.site = site
+            request = LimitedRequest(channel)
+            request.client = IPv4Address("TCP", peer, 41234)
+            request.method, request.uri, request.clientproto = b"GET", b"/healthz", b"HTTP/1.1"
+            request.code, request.sentLength = 200, 2
+            request.requestHeaders.setRawHeaders(b"x-forwarded-for", [b"203.0.113.8"])
+            site.log(request)
+        log.flush()
+        first, second = stream.getvalue().splitlines()
+        self.assertTrue(first.startswith('"203.0.113.8" - - '), first)
+        self.assertTrue(second.startswith('"192.0.2.50" - - '), second)

@@ -60,6 +60,7 @@ SAMPLES: dict[str, tuple[str, str, Any]] = {
     "login_lockout": ("120", "120", 120.0),
     "max_sessions_per_user": ("5", "5", 5),
     "max_connections": ("0", "0", 0),
+    "trusted_proxies": ('["10.0.0.0/8", "::1"]', "10.0.0.0/8, ::1", ("10.0.0.0/8", "::1")),
     "access_log": ('"off"', "off", "off"),
     "log_format": ('"json"', "json", "json"),
     "debug": ("true", "on", True),
@@ -93,6 +94,7 @@ OPTION_FIELDS = {
     "loginLockout": "login_lockout",
     "maxSessionsPerUser": "max_sessions_per_user",
     "maxConnections": "max_connections",
+    "trustedProxies": "trusted_proxies",
 }
 
 
@@ -354,6 +356,8 @@ class ValidationTests(ConfigTestCase):
         """
         The log format is C{text} or C{json}.
         """
+        self.assertRejected(["trusted_proxies", "'proxy.internal' is not an address"], None, {},
+                            {"trusted_proxies": "10.0.0.1, proxy.internal"})
         self.assertRejected(['log_format must be "text" or "json"'], None, {},
                             {"log_format": "xml"})
         self.assertRejected(["env PBGW_LOG_FORMAT", "log_format"], None,

@@ -147,6 +147,7 @@ class ComposeFileTests(SynchronousTestCase):
                 self.assertEqual(config["http"], "tcp:8080")
                 self.assertEqual(config["broker"], "tcp:host=broker:port=8800")
                 self.assertEqual(config.sources["gateway_name"], "env PBGW_GATEWAY_NAME")
+                self.assertIn("172.16.0.0/12", config["trusted_proxies"])
                 names.add(config["gateway_name"])
         self.assertEqual(names, {"gw1", "gw2"})
 

@@ -744,3 +744,49 @@ class ConnectionBookkeepingTests(TestCase):
         self.assertIsInstance(limit.buildProtocol(None), _Refused)
         transports[-1].connected = False
         self.assertNotIsInstance(limit.buildProtocol(None), _Refused)
+
+
+class TrustedProxyTests(GatewayCase):
+    """
+    Behind a trusted proxy the client's address comes from
+    C{X-Forwarded-For}; from anyone else the header is ignored.
+    """
+
+    async def test_perAddressLimitsBehindProxy(self) -> None:
+        """
+        With 127.0.0.1 trusted, anonymous sessions count per forwarded
+        address (REST and WebSocket), and the per-address login lockout
+        locks out only the forwarded address that failed; a client that is
+        not a trusted proxy (127.0.0.2) cannot pose as another address.
+        """
+        await self.start(maxSessionsPerUser=1, loginMaxFailures=2,
+                         trustedProxies=("127.0.0.1",))
+
+        def forwarded(address: str) -> dict[str, str]:
+            return {"X-Forwarded-For": f"198.51.100.77, {address}"}
+
+        await self.login(ANONYMOUS, headers=forwarded("203.0.113.1"))
+        await self.login(ANONYMOUS, headers=forwarded("203.0.113.2"))
+        reply = await self.fetch("POST", "/api/login", ANONYMOUS,
+                                 headers=forwarded("203.0.113.1"))
+        self.assertError(reply, 429, "too_many_sessions")
+        self.assertIn("address 203.0.113.1", reply.body["error"]["message"])
+        ws = await self.socket(additional_headers=forwarded("203.0.113.3"))
+        self.assertIn("token", await deferToThread(ws.call, "rpc.login", ANONYMOUS))
+        ws = await self.socket(additional_headers=forwarded("203.0.113.3"))
+        response = await deferToThread(ws.request, "rpc.login", ANONYMOUS)
+        self.assertEqual(response["error"]["data"]["code"], "too_many_sessions")
+        # Not a trusted proxy: the header is ignored, its own address counts.
+        await self.login(ANONYMOUS, source="127.0.0.2", headers=forwarded("203.0.113.9"))
+        reply = await self.fetch("POST", "/api/login", ANONYMOUS, source="127.0.0.2",
+                                 headers=forwarded("203.0.113.10"))
+        self.assertError(reply, 429, "too_many_sessions")
+        self.assertIn("address 127.0.0.2", reply.body["error"]["message"])
+        # Failed logins lock out the forwarded address, not the proxy.
+        wrong = {"username": "nobody", "password": "x"}
+        for _ in range(2):
+            reply = await self.fetch("POST", "/api/login", wrong, headers=forwarded("203.0.113.4"))
+            self.assertError(reply, 401, "login_failed")
+        reply = await self.fetch("POST", "/api/login", BOB, headers=forwarded("203.0.113.4"))
+        self.assertError(reply, 429, "login_throttled")
+        await self.login(BOB, headers=forwarded("203.0.113.5"))
