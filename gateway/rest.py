@@ -21,8 +21,9 @@ from autobahn.twisted.resource import WebSocketResource
 from klein import Klein
 from klein.interfaces import IKleinRequest
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
@@ -172,29 +173,36 @@ class GatewayAPI:
         self, name: str, handler: Handler, request: IRequest, kwargs: dict[str, Any]
     ) -> bytes:
         started = time.perf_counter()
-        status = 200
         try:
             result = await handler(self, request, **kwargs)
-        except GatewayError as e:
-            status, result = e.status, {"error": e.asJSON()}
         except Exception:
-            from twisted.python.failure import Failure
+            return self._answer(Failure(), name, request, started)
+        return self._answer(result, name, request, started)
 
-            failure = Failure()
-            error = errorFromFailure(failure, self.options.debug)
-            if error.status >= 500 and error.type == "internal_error":
-                self.log.failure("Unexpected error in {route}", failure, route=name)
+    def _answer(self, outcome: Any, name: str, request: IRequest, started: float) -> bytes:
+        """
+        The body answering C{request} with C{outcome} (a handler's result, or
+        a L{Failure}), its status and headers set and the request counted.
+        """
+        status = 200
+        result = outcome
+        if isinstance(outcome, Failure):
+            error = outcome.value
+            if not isinstance(error, GatewayError):
+                error = errorFromFailure(outcome, self.options.debug)
+                if error.status >= 500 and error.type == "internal_error":
+                    self.log.failure("Unexpected error in {route}", outcome, route=name)
             status, result = error.status, {"error": error.asJSON()}
+            retryAfter = result["error"].get("retry_after")
+            if isinstance(retryAfter, int):
+                request.setHeader(b"retry-after", str(retryAfter).encode("ascii"))
+            if status == 401:
+                request.setHeader(b"www-authenticate", b'Bearer realm="pb-gateway"')
         request.setResponseCode(status, _REASONS.get(status))
         if not isinstance(result, bytes):
             # A handler answering bytes (/metrics) has set its own type.
             request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
-        if status == 401:
-            request.setHeader(b"www-authenticate", b'Bearer realm="pb-gateway"')
-        retryAfter = result.get("error", {}).get("retry_after") if isinstance(result, dict) else None
-        if isinstance(retryAfter, int):
-            request.setHeader(b"retry-after", str(retryAfter).encode("ascii"))
         self.metrics.observeRequest(
             request.method.decode("ascii", "replace"), name, status,
             time.perf_counter() - started,
@@ -206,8 +214,16 @@ class GatewayAPI:
     def renderCall(self, request: Request, method: str) -> Any:
         """
         Answer C{POST /api/call/<method>} without Klein (see
-        L{GatewayResource}): the same handler, the same answers.
+        L{GatewayResource}) and without coroutines: what L{_call} does, as a
+        chain of callbacks on the PB call; the same answers.
         """
+        started = time.perf_counter()
+        try:
+            session = self.session(request)
+            args, kwargs = _callArguments(_readBody(request), session)
+            answer = session.callOn(session.login.avatar, method, args, kwargs)
+        except Exception:
+            answer = fail()
         lost = False
 
         def connectionLost(reason: Any) -> None:
@@ -215,15 +231,17 @@ class GatewayAPI:
             lost = True
             answer.cancel()
 
-        def write(body: bytes) -> None:
+        def write(outcome: Any) -> None:
+            if isinstance(outcome, Failure):
+                body = self._answer(outcome, "call", request, started)
+            else:
+                body = self._answer({"result": outcome}, "call", request, started)
             if not lost:
                 request.write(body)
                 request.finish()
 
-        answer = Deferred.fromCoroutine(self._respond("call", GatewayAPI._call, request,
-                                                      {"method": method}))
         request.notifyFinish().addErrback(connectionLost)
-        answer.addCallback(write).addErrback(
+        answer.addBoth(write).addErrback(
             lambda failure: self.log.failure("Writing an answer failed", failure)
         )
         return NOT_DONE_YET
@@ -314,8 +332,6 @@ class GatewayAPI:
         try:
             description = await describeRemote(target, timeout=self.options.callTimeout)
         except Exception:
-            from twisted.python.failure import Failure
-
             raise errorFromFailure(Failure(), self.options.debug) from None
         return {"result": description}
 
