@@ -1,24 +1,26 @@
 """
 Banana, the s-expression wire encoding under Perspective Broker, as a sans-IO codec.
 
-L{encode} turns an s-expression (lists and tuples of lists, L{bytes}, L{int} and
-L{float}) into bytes, and L{Decoder} turns bytes fed to it in chunks of any size
-back into values; neither touches a reactor or a transport. The bytes produced are
-identical to those of Twisted's C{twisted.spread.banana}, in both its C{"none"}
-dialect and its C{"pb"} dialect (which sends the words of L{PB_VOCABULARY} as
-small numbers). Unlike Twisted's decoder, which copies the rest of its buffer for
-every token, L{Decoder} keeps an index into its buffer, so decoding takes time
-linear in the input however it is chunked.
+L{encode} (or an L{Encoder}, set up once per connection) turns an s-expression
+(lists and tuples of lists, L{bytes}, L{int} and L{float}) into bytes, and
+L{Decoder} turns bytes fed to it in chunks of any size back into values; neither
+touches a reactor or a transport. The bytes produced are identical to those of
+Twisted's C{twisted.spread.banana}, in both its C{"none"} dialect and its C{"pb"}
+dialect (which sends the words of L{PB_VOCABULARY} as small numbers). Unlike
+Twisted's decoder, which copies the rest of its buffer for every token,
+L{Decoder} keeps an index into its buffer, so decoding takes time linear in the
+input however it is chunked.
 """
 
 from __future__ import annotations
 
+import gc
 import re
 import struct
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from ._gc import withoutCycleCollection
+from ._gc import LARGE_INPUT
 
 __all__ = [
     "MAX_DEPTH",
@@ -28,6 +30,7 @@ __all__ = [
     "BananaError",
     "BananaTooLarge",
     "Decoder",
+    "Encoder",
     "Raw",
     "b1282int",
     "encode",
@@ -267,7 +270,6 @@ def _stringHeader(size: int, sizeLimit: int) -> bytes:
     return int2b128(size) + bytes((_STRING,))
 
 
-@withoutCycleCollection
 def encode(
     obj: object,
     vocabulary: Mapping[bytes, int] | None = None,
@@ -277,6 +279,9 @@ def encode(
 ) -> bytes:
     """
     Encode an s-expression as Banana, byte for byte as Twisted does.
+
+    A connection that encodes many messages with the same settings keeps an
+    L{Encoder} instead, which does the setup below once.
 
     @param obj: a L{list} or L{tuple} (sent as a list) of s-expressions, or
         L{bytes}, L{int} (L{bool} included, as Twisted sends it) or L{float}.
@@ -292,82 +297,158 @@ def encode(
     @raise BananaError: if C{obj} holds a value of a type Banana cannot send.
     @raise ValueError: if C{prefixLimit} is less than 1.
     """
-    if prefixLimit < 1:
-        raise ValueError(f"prefixLimit must be at least 1, not {prefixLimit}")
-    largest = (1 << (7 * prefixLimit)) - 1
-    vocabularyGet = (vocabulary if vocabulary is not None else {}).get
-    # Sizes below this have cached headers and are within the size limit.
-    cachedSizes = min(_CACHED, sizeLimit + 1)
-    smallInts = _SMALL_INTS.get
-    stringHeaders = _STRING_HEADERS
-    listHeaders = _LIST_HEADERS
-    vocabTokens = _VOCAB_TOKENS.get
-    packFloat = _packFloat
-    floatType = _FLOAT_TYPE
-    pieces: list[bytes] = []
-    append = pieces.append
-    joined: list[bytes] = []
-    # The iterators of the enclosing lists; its length is the current depth.
-    stack: list[Iterator[Any]] = []
-    items: Iterator[Any] = iter((obj,))
-    while True:
-        for item in items:
-            kind = type(item)
-            if kind is Raw:
-                append(item)
-                continue
-            if kind is bytes:
-                number = vocabularyGet(item)
-                if number is not None:
-                    append(vocabTokens(number) or _vocabToken(number))
+    if not gc.isenabled():
+        return Encoder(vocabulary, sizeLimit, prefixLimit, maxDepth).encode(obj)
+    # Paused before anything is allocated: a collection now would scan the
+    # s-expression that a jelly (paused itself) may just have built.
+    gc.disable()
+    try:
+        return Encoder(vocabulary, sizeLimit, prefixLimit, maxDepth).encode(obj)
+    finally:
+        gc.enable()
+
+
+# Ints from the end of the cache up to this bound are encoded by arithmetic
+# (three or four bytes), which is much cheaper than the general case; request
+# IDs live here for the first two million calls of a connection.
+_FAST_INTS = 1 << 21
+_SMALL_INTS_ONE_BYTE = {value: token for value, token in _SMALL_INTS.items() if -128 < value < 128}
+
+
+class Encoder:
+    """
+    Banana encoding with one dialect and one set of limits, set up once: a
+    connection keeps one, so that encoding each message starts at once.
+
+    The parameters are those of L{encode}.  Unlike L{encode}, it leaves the
+    cycle collector alone: encoding allocates almost nothing that outlives
+    it, and a broker's messages are mostly small.
+    """
+
+    __slots__ = ("_settings",)
+
+    def __init__(
+        self,
+        vocabulary: Mapping[bytes, int] | None = None,
+        sizeLimit: int = SIZE_LIMIT,
+        prefixLimit: int = PREFIX_LIMIT,
+        maxDepth: int = MAX_DEPTH,
+    ) -> None:
+        if prefixLimit < 1:
+            raise ValueError(f"prefixLimit must be at least 1, not {prefixLimit}")
+        largest = (1 << (7 * prefixLimit)) - 1
+        self._settings = (
+            (vocabulary if vocabulary is not None else {}).get,
+            # The cached ints have prefixes of up to two bytes.
+            (_SMALL_INTS if prefixLimit >= 2 else _SMALL_INTS_ONE_BYTE).get,
+            min(_FAST_INTS, largest + 1),
+            largest,
+            prefixLimit,
+            sizeLimit,
+            # Sizes below this have cached headers and are within the size limit.
+            min(_CACHED, sizeLimit + 1),
+            maxDepth,
+        )
+
+    def encode(self, obj: object) -> bytes:
+        """
+        Encode one s-expression; see L{encode}.
+
+        @raise BananaTooLarge: if a value exceeds a limit.
+        @raise BananaError: if C{obj} holds a value of a type Banana cannot send.
+        """
+        (
+            vocabularyGet,
+            smallInts,
+            fastInts,
+            largest,
+            prefixLimit,
+            sizeLimit,
+            cachedSizes,
+            maxDepth,
+        ) = self._settings
+        stringHeaders = _STRING_HEADERS
+        listHeaders = _LIST_HEADERS
+        vocabTokens = _VOCAB_TOKENS.get
+        packFloat = _packFloat
+        floatType = _FLOAT_TYPE
+        pieces: list[bytes] = []
+        append = pieces.append
+        joined: list[bytes] = []
+        # The iterators of the enclosing lists; its length is the current depth.
+        stack: list[Iterator[Any]] = []
+        items: Iterator[Any] = iter((obj,))
+        while True:
+            for item in items:
+                kind = type(item)
+                if kind is Raw:
+                    append(item)
                     continue
-                size = len(item)
-                append(
-                    stringHeaders[size] if size < cachedSizes else _stringHeader(size, sizeLimit)
-                )
-                append(item)
-                continue
-            if kind is int:
-                token = smallInts(item)
-                append(token if token is not None else _intToken(item, largest, prefixLimit))
-                continue
-            if kind is float:
-                append(floatType)
-                append(packFloat(item))
-                continue
-            if kind is not list and kind is not tuple:
-                token = _scalarToken(item, vocabularyGet, largest, prefixLimit, sizeLimit)
-                if token is not None:
+                if kind is bytes:
+                    number = vocabularyGet(item)
+                    if number is not None:
+                        append(vocabTokens(number) or _vocabToken(number))
+                        continue
+                    size = len(item)
+                    append(
+                        stringHeaders[size]
+                        if size < cachedSizes
+                        else _stringHeader(size, sizeLimit)
+                    )
+                    append(item)
+                    continue
+                if kind is int:
+                    token = smallInts(item)
+                    if token is None:
+                        if 0 <= item < fastInts:
+                            token = (
+                                bytes((item & 0x7F, item >> 7, _INT))
+                                if item < 16384
+                                else bytes((item & 0x7F, item >> 7 & 0x7F, item >> 14, _INT))
+                            )
+                        else:
+                            token = _intToken(item, largest, prefixLimit)
                     append(token)
                     continue
-            # A list, a tuple, or an instance of a subclass of either.
-            if len(stack) >= maxDepth:
-                raise BananaTooLarge(
-                    f"lists nested {len(stack) + 1} deep exceed the depth limit of {maxDepth}"
-                )
-            size = len(item)
-            if size < cachedSizes:
-                append(listHeaders[size])
-            elif size > sizeLimit:
-                raise BananaTooLarge(f"list of {size} items exceeds the size limit of {sizeLimit}")
+                if kind is float:
+                    append(floatType)
+                    append(packFloat(item))
+                    continue
+                if kind is not list and kind is not tuple:
+                    token = _scalarToken(item, vocabularyGet, largest, prefixLimit, sizeLimit)
+                    if token is not None:
+                        append(token)
+                        continue
+                # A list, a tuple, or an instance of a subclass of either.
+                if len(stack) >= maxDepth:
+                    raise BananaTooLarge(
+                        f"lists nested {len(stack) + 1} deep exceed the depth limit of {maxDepth}"
+                    )
+                size = len(item)
+                if size < cachedSizes:
+                    append(listHeaders[size])
+                elif size > sizeLimit:
+                    raise BananaTooLarge(
+                        f"list of {size} items exceeds the size limit of {sizeLimit}"
+                    )
+                else:
+                    append(int2b128(size) + bytes((_LIST,)))
+                if size:
+                    stack.append(items)
+                    items = iter(item)
+                    break
             else:
-                append(int2b128(size) + bytes((_LIST,)))
-            if size:
-                stack.append(items)
-                items = iter(item)
-                break
-        else:
-            if not stack:
-                if joined:
+                if not stack:
+                    if joined:
+                        joined.append(b"".join(pieces))
+                        return b"".join(joined)
+                    return b"".join(pieces)
+                items = stack.pop()
+                if len(pieces) > 4096:
+                    # Joining a big message's pieces as it goes keeps them few and
+                    # in cache, which is faster than joining them all at the end.
                     joined.append(b"".join(pieces))
-                    return b"".join(joined)
-                return b"".join(pieces)
-            items = stack.pop()
-            if len(pieces) > 4096:
-                # Joining a big message's pieces as it goes keeps them few and
-                # in cache, which is faster than joining them all at the end.
-                joined.append(b"".join(pieces))
-                pieces.clear()
+                    pieces.clear()
 
 
 class Decoder:
@@ -428,11 +509,12 @@ class Decoder:
         """
         self._vocabulary = dict(vocabulary) if vocabulary is not None else {}
 
-    @withoutCycleCollection
     def feed(self, data: bytes | bytearray | memoryview) -> list[object]:
         """
         Decode another chunk of the stream. Strings are decoded as L{bytes}
-        whatever type of buffer the chunk is.
+        whatever type of buffer the chunk is.  The cycle collector is paused
+        while a large chunk, or any part of a message spanning chunks, is
+        decoded.
 
         @return: the top-level expressions completed by this chunk, in order.
 
@@ -453,6 +535,15 @@ class Decoder:
             self._bytesCopied += len(data)
             pending.clear()
         try:
+            if (len(data) >= LARGE_INPUT or self._stack) and gc.isenabled():
+                # Inline rather than through a helper: a bound method made
+                # after the collector is back on would trigger a collection of
+                # everything this chunk allocated.
+                gc.disable()
+                try:
+                    return self._decode(data)
+                finally:
+                    gc.enable()
             return self._decode(data)
         except BananaError:
             self._failed = True

@@ -52,12 +52,16 @@ from .introspect import DESCRIBE, describe
 from .jelly import (
     BASE_ATOMS,
     DEFAULT_REGISTRY,
+    NOT_PLAIN,
     InsecureJelly,
     Jellier,
     JellyError,
     TypeRegistry,
     Unjellier,
+    jellyPlain,
     qual,
+    unjellyPlain,
+    wireText,
 )
 
 __all__ = [
@@ -75,6 +79,8 @@ MAX_BROKER_REFS = 1024
 PROTOCOL_VERSION = 6
 
 _noTimeout: Any = object()
+# The types a serialized value is made of (banana.Raw: pre-encoded strings).
+_SEXP_TYPES = frozenset({int, float, bytes, list, banana.Raw})
 _PROBE = b"pbgw:keepalive"
 _TWISTED_FAILURE_TAG = b"twisted.spread.pb.CopyableFailure"
 
@@ -400,6 +406,8 @@ class Broker(Protocol):
         self.disconnected = False
         self.currentDialect: bytes | None = None
         self._vocabulary: dict[bytes, int] | None = None
+        self._encoder = self._newEncoder()
+        self._text = wireText(self.options.sizeLimit)
         self._decoder = banana.Decoder(
             vocabulary={v: k for k, v in banana.PB_VOCABULARY.items()},
             sizeLimit=self.options.sizeLimit,
@@ -414,7 +422,12 @@ class Broker(Protocol):
         self.remotelyCachedLUIDs: dict[Any, int] = {}
         self.locallyCachedObjects: dict[Any, Any] = {}
         self.waitingForAnswers: dict[int, Deferred[Any]] = {}
-        self._timeouts: dict[int, IDelayedCall] = {}
+        # The calls that time out: request ID -> (deadline, method name,
+        # timeout).  One timer, due at _timerAt, expires them all (see
+        # _startTimeout).
+        self._timeouts: dict[int, tuple[float, str, float]] = {}
+        self._timer: IDelayedCall | None = None
+        self._timerAt = 0.0
         self._localCleanup: dict[Any, Callable[[], Any]] = {}
         self.currentRequestID = 0
         self.currentLocalID = 0
@@ -507,6 +520,7 @@ class Broker(Protocol):
             raise ProtocolError(f"the client chose a dialect we did not offer: {expression!r}")
         self.currentDialect = b"pb"
         self._vocabulary = banana.PB_VOCABULARY
+        self._encoder = self._newEncoder()
         self.connectionReady()
 
     def sendCall(self, *exp: Any) -> None:
@@ -515,16 +529,15 @@ class Broker(Protocol):
         """
         self.transport.write(self._encode(list(exp)))  # type: ignore[union-attr]
 
-    def _encode(self, sexp: Any) -> bytes:
+    def _newEncoder(self) -> banana.Encoder:
         options = self.options
+        return banana.Encoder(
+            self._vocabulary, options.sizeLimit, options.prefixLimit, options.maxDepth
+        )
+
+    def _encode(self, sexp: Any) -> bytes:
         try:
-            return banana.encode(
-                sexp,
-                self._vocabulary,
-                options.sizeLimit,
-                options.prefixLimit,
-                options.maxDepth,
-            )
+            return self._encoder.encode(sexp)
         except banana.BananaTooLarge as e:
             raise TooLarge(str(e)) from None
 
@@ -552,10 +565,8 @@ class Broker(Protocol):
         if self._keepAlive is not None and self._keepAlive.running:
             self._keepAlive.stop()
         waiting, self.waitingForAnswers = self.waitingForAnswers, {}
-        for timer in self._timeouts.values():
-            if timer.active():
-                timer.cancel()
         self._timeouts = {}
+        self._stopTimer()
         for d in waiting.values():
             d.errback(Failure(PBConnectionLost(_reasonText(reason) if reason else "connection lost")))
         cached, self.remotelyCachedObjects = self.remotelyCachedObjects, {}
@@ -729,15 +740,23 @@ class Broker(Protocol):
 
     # -- (un)serialization ----------------------------------------------------
 
-    @withoutCycleCollection
     def serialize(self, object: Any, perspective: Any = None, method: Any = None,
                   args: Any = None, kw: Any = None) -> Any:
         """
         Jelly C{object} for this connection (a Deferred is serialized when it
         fires).
         """
-        if isinstance(object, Deferred):
+        sexp = jellyPlain(object, self._text)
+        if sexp is not NOT_PLAIN:
+            return sexp
+        # Deferred's metaclass is ABCMeta, whose isinstance is slow: try the
+        # exact type first.
+        if type(object) is Deferred or isinstance(object, Deferred):
             return object.addCallback(self.serialize, perspective)
+        return self._serializeFull(object, perspective)
+
+    @withoutCycleCollection
+    def _serializeFull(self, object: Any, perspective: Any) -> Any:
         previous = self.serializingPerspective
         self.serializingPerspective = perspective
         outer = self._lent
@@ -760,7 +779,6 @@ class Broker(Protocol):
                 self._unsent[id(sexp)] = (sexp, lent)
         return sexp
 
-    @withoutCycleCollection
     def unserialize(self, sexp: Any, perspective: Any = None) -> Any:
         """
         Unjelly an s-expression received on this connection.
@@ -768,6 +786,13 @@ class Broker(Protocol):
         @raise UnsafeValue: it names a type this broker does not accept, or
             is malformed.
         """
+        value = unjellyPlain(sexp)
+        if value is not NOT_PLAIN:
+            return value
+        return self._unserializeFull(sexp, perspective)
+
+    @withoutCycleCollection
+    def _unserializeFull(self, sexp: Any, perspective: Any) -> Any:
         previous = self.unserializingPerspective
         self.unserializingPerspective = perspective
         try:
@@ -862,24 +887,37 @@ class Broker(Protocol):
             return fail(DeadReferenceError("Calling Stale Broker (the connection is lost)"))
         requestID = self.newRequestID()
         name = message.encode("utf-8")
-
-        def build() -> list[Any]:
-            return [
-                prefix + b"message",
-                requestID,
-                objectID,
-                name,
-                1,
-                self.serialize(args, perspective),
-                self.serialize(kw, perspective),
-            ]
-
+        pinned: list[Any] = []
+        # Plain arguments (the usual case) lend nothing: no bookkeeping.
         try:
-            data = self._encodeMessage(build)
+            netArgs = jellyPlain(args, self._text)
+            netKw = jellyPlain(kw, self._text)
+        except UnicodeEncodeError:
+            # Left to the general path, which turns it into UnsafeValue.
+            netArgs = netKw = NOT_PLAIN
+        try:
+            if netArgs is not NOT_PLAIN and netKw is not NOT_PLAIN:
+                data = self._encode(
+                    [prefix + b"message", requestID, objectID, name, 1, netArgs, netKw]
+                )
+            else:
+
+                def build() -> list[Any]:
+                    return [
+                        prefix + b"message",
+                        requestID,
+                        objectID,
+                        name,
+                        1,
+                        self.serialize(args, perspective),
+                        self.serialize(kw, perspective),
+                    ]
+
+                data = self._encodeMessage(build)
+                pinned = [luid for kind, luid in self._lastLent if kind == "ref"]
         except Exception:
             return fail()
         d: Deferred[Any] = Deferred(lambda _: self._cancelled(requestID))
-        pinned = [luid for kind, luid in self._lastLent if kind == "ref"]
         if pinned:
             # Objects lent in a call stay ours until its answer arrives: a
             # peer (Twisted's) may send its decref before an answer that
@@ -891,9 +929,7 @@ class Broker(Protocol):
         if timeout is _noTimeout:
             timeout = self.options.callTimeout
         if timeout is not None:
-            self._timeouts[requestID] = self.clock.callLater(
-                timeout, self._timedOut, requestID, message, timeout
-            )
+            self._startTimeout(requestID, message, timeout)
         self.transport.write(data)  # type: ignore[union-attr]
         return d
 
@@ -907,19 +943,62 @@ class Broker(Protocol):
         return result
 
     def _forget(self, requestID: int) -> Deferred[Any] | None:
-        timer = self._timeouts.pop(requestID, None)
-        if timer is not None and timer.active():
-            timer.cancel()
+        timeouts = self._timeouts
+        if timeouts.pop(requestID, None) is not None and not timeouts:
+            self._stopTimer()
         return self.waitingForAnswers.pop(requestID, None)
 
     def _cancelled(self, requestID: int) -> None:
         self._forget(requestID)
 
-    def _timedOut(self, requestID: int, message: str, timeout: float) -> None:
-        self._timeouts.pop(requestID, None)
-        d = self.waitingForAnswers.pop(requestID, None)
-        if d is not None:
-            d.errback(CallTimeout(f"no answer to {message!r} within {timeout:g} seconds"))
+    # -- call timeouts --------------------------------------------------------
+    #
+    # A timer per call would cost a callLater and a cancel (and the reactor's
+    # heap work) for every call.  Instead one timer per broker is set for the
+    # earliest deadline of the calls waiting; when it fires it fails the
+    # calls whose deadline has passed and is set again for the next one.  An
+    # answer only removes its call's entry, and stops the timer when no call
+    # is left waiting, so an idle broker holds no timer.
+
+    def _startTimeout(self, requestID: int, message: str, timeout: float) -> None:
+        clock = self.clock
+        deadline = clock.seconds() + timeout
+        self._timeouts[requestID] = (deadline, message, timeout)
+        timer = self._timer
+        if timer is None:
+            self._timer = clock.callLater(timeout, self._expireCalls)
+            self._timerAt = deadline
+        elif deadline < self._timerAt:
+            timer.reset(timeout)
+            self._timerAt = deadline
+
+    def _stopTimer(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _expireCalls(self) -> None:
+        self._timer = None
+        now = self.clock.seconds()
+        # The timer was set for _timerAt as "now + delay", which float
+        # rounding may put a hair before it: the deadlines it was set for
+        # are due anyway.
+        due = max(now, self._timerAt)
+        timeouts = self._timeouts
+        expired = sorted(
+            (entry[0], requestID) for requestID, entry in timeouts.items() if entry[0] <= due
+        )
+        for _, requestID in expired:
+            entry = timeouts.pop(requestID, None)
+            d = self.waitingForAnswers.pop(requestID, None)
+            if entry is not None and d is not None:
+                _, message, timeout = entry
+                d.errback(CallTimeout(f"no answer to {message!r} within {timeout:g} seconds"))
+        timeouts = self._timeouts
+        if timeouts and self._timer is None:
+            deadline = min(entry[0] for entry in timeouts.values())
+            self._timer = self.clock.callLater(max(deadline - now, 0.0), self._expireCalls)
+            self._timerAt = deadline
 
     def proto_answer(self, requestID: int, netResult: Any) -> None:
         d = self._forget(requestID)
@@ -1027,13 +1106,19 @@ class Broker(Protocol):
             return
         finally:
             self._holding = outer
+        # Deferred's metaclass is ABCMeta, whose isinstance is slow; a
+        # serialized result is mostly of a built-in type.
+        kind = type(netResult)
+        deferred = kind is Deferred or (
+            kind not in _SEXP_TYPES and isinstance(netResult, Deferred)
+        )
         if not answerRequired:
-            if isinstance(netResult, Deferred):
+            if deferred:
                 netResult.addCallbacks(self._discardResult, self._logUnexpected)
             else:
                 self._discardResult(netResult)
             return
-        if isinstance(netResult, Deferred):
+        if deferred:
             netResult.addCallbacks(
                 self._sendAnswer,
                 self._sendFailure,
@@ -1053,7 +1138,11 @@ class Broker(Protocol):
         if self.disconnected:
             return
         try:
-            data = self._encodeMessage(lambda: [b"answer", requestID, netResult], netResult)
+            if self._unsent:
+                data = self._encodeMessage(lambda: [b"answer", requestID, netResult], netResult)
+            else:
+                # Nothing lent is waiting to be sent: the answer lends nothing.
+                data = self._encode([b"answer", requestID, netResult])
         except Exception:
             self._sendFailure(Failure(), requestID)
             return

@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 import sys
 from collections.abc import Callable
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
@@ -67,7 +68,7 @@ def callLocal(method: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, A
         except ValueError:
             pass
         raise
-    if inspect.iscoroutine(result):
+    if isinstance(result, CoroutineType):
         return Deferred.fromCoroutine(result)
     return result
 
@@ -75,17 +76,20 @@ def callLocal(method: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, A
 def _decodeKeywords(kw: Any) -> dict[str, Any]:
     if not isinstance(kw, dict):
         raise ProtocolError("keyword arguments must be a dictionary")
-    if any(type(key) is not str for key in kw):
-        # Python 2 era peers send bytes keys.
-        decoded = {}
-        for key, value in kw.items():
-            if isinstance(key, bytes):
-                key = key.decode("utf-8")
-            if not isinstance(key, str):
-                raise ArgumentError("keyword argument names must be strings")
-            decoded[key] = value
-        return decoded
-    return kw
+    for key in kw:
+        if type(key) is not str:
+            break
+    else:
+        return kw
+    # Python 2 era peers send bytes keys.
+    decoded = {}
+    for key, value in kw.items():
+        if isinstance(key, bytes):
+            key = key.decode("utf-8")
+        if not isinstance(key, str):
+            raise ArgumentError("keyword argument names must be strings")
+        decoded[key] = value
+    return decoded
 
 
 def _positional(args: Any) -> tuple[Any, ...]:

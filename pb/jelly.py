@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import gc
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
@@ -33,7 +34,6 @@ from twisted.persisted.crefutil import (
     _DictKeyAndValue,
 )
 
-from ._gc import withoutCycleCollection
 from .banana import SIZE_LIMIT, rawUnicode
 from .banana import _rawUnicodeCache as _rawCache
 
@@ -332,7 +332,7 @@ class Jellier:
         self.invoker = invoker
         # For the wire (a broker), strings become pre-encoded banana tokens;
         # one longer than the size limit stays a list, for banana to refuse.
-        self._text = _wireText(sizeLimit) if wire else _sexpText
+        self._text = wireText(sizeLimit) if wire else _sexpText
         self.registry = registry if registry is not None else DEFAULT_REGISTRY
         self.preserved: dict[int, list[Any]] = {}
         self.cooked: dict[int, list[Any]] = {}
@@ -482,7 +482,12 @@ def _sexpText(text: str) -> list[bytes]:
     return [unicode_atom, text.encode("utf-8")]
 
 
-def _wireText(sizeLimit: int) -> Callable[[str], Any]:
+def wireText(sizeLimit: int) -> Callable[[str], Any]:
+    """
+    How a broker's jellier writes a string: as pre-encoded banana tokens
+    (L{pb.banana.Raw}), or as a C{unicode} s-expression when it is longer
+    than C{sizeLimit} (for banana to refuse) or is a vocabulary word.
+    """
     if sizeLimit < 32:
         return lambda text: rawUnicode(text, sizeLimit) or _sexpText(text)
 
@@ -490,6 +495,193 @@ def _wireText(sizeLimit: int) -> Callable[[str], Any]:
         return _rawCache.get(text) or rawUnicode(text, sizeLimit) or _sexpText(text)
 
     return text
+
+
+# -- plain values -------------------------------------------------------------
+#
+# Most PB calls carry only plain values: ints, floats, strings, bytes, bools,
+# None, and a few small lists, tuples and dicts of them.  For those, a
+# Jellier's or an Unjellier's bookkeeping (the tables of shared containers,
+# the post-unjelly hooks) is pure cost, and building the two objects costs
+# more than the work itself.  The functions below turn such values into
+# exactly the s-expression a Jellier would (or back into exactly the value an
+# Unjellier would), and give up with NOT_PLAIN, having changed nothing, on
+# anything else: another type, a container met twice (which jelly writes as
+# a reference), or more than _PLAIN_ITEMS items in all, so that the work
+# wasted before giving up stays small.
+
+NOT_PLAIN: Any = object()
+"""What L{jellyPlain} and L{unjellyPlain} return for a value that is not plain."""
+
+_PLAIN_ITEMS = 64
+
+_TRUE = b"true"
+_FALSE = b"false"
+_BOOLEAN = b"boolean"
+
+
+def jellyPlain(obj: Any, text: Callable[[str], Any] = _sexpText) -> Any:
+    """
+    The s-expression C{Jellier(wire=...).jelly(obj)} makes of a plain value,
+    or L{NOT_PLAIN}.
+
+    @param text: how strings are written: L{wireText} as a broker's jellier
+        does, or by default as C{unicode} s-expressions.
+    """
+    kind = type(obj)
+    if kind is int or kind is float or kind is bytes:
+        return obj
+    if kind is str:
+        return text(obj)
+    if kind is tuple or kind is list:
+        if len(obj) > _PLAIN_ITEMS:
+            return NOT_PLAIN
+        sxp: list[Any] = [tuple_atom if kind is tuple else list_atom]
+        append = sxp.append
+        for item in obj:
+            itemKind = type(item)
+            if itemKind is int or itemKind is float or itemKind is bytes:
+                append(item)
+            elif itemKind is str:
+                append(text(item))
+            else:
+                return _jellyPlainNested(obj, text, set(), [_PLAIN_ITEMS])
+        return sxp
+    if kind is dict:
+        if not obj:
+            return [dictionary_atom]
+        return _jellyPlainNested(obj, text, set(), [_PLAIN_ITEMS])
+    if obj is None:
+        return [None_atom]
+    if kind is bool:
+        return [_BOOLEAN, _TRUE if obj else _FALSE]
+    return NOT_PLAIN
+
+
+def _jellyPlainNested(
+    obj: Any, text: Callable[[str], Any], seen: set[int], budget: list[int]
+) -> Any:
+    """
+    L{jellyPlain} for values with containers inside: C{seen} holds the ids of
+    the containers met so far, C{budget} how many more items may be taken.
+    """
+    kind = type(obj)
+    if kind is int or kind is float or kind is bytes:
+        return obj
+    if kind is str:
+        return text(obj)
+    if obj is None:
+        return [None_atom]
+    if kind is bool:
+        return [_BOOLEAN, _TRUE if obj else _FALSE]
+    if kind is not tuple and kind is not list and kind is not dict:
+        return NOT_PLAIN
+    oid = id(obj)
+    if oid in seen:
+        return NOT_PLAIN
+    seen.add(oid)
+    budget[0] -= len(obj)
+    if budget[0] < 0:
+        return NOT_PLAIN
+    if kind is dict:
+        sxp: list[Any] = [dictionary_atom]
+        for key, value in obj.items():
+            key = _jellyPlainNested(key, text, seen, budget)
+            if key is NOT_PLAIN:
+                return NOT_PLAIN
+            value = _jellyPlainNested(value, text, seen, budget)
+            if value is NOT_PLAIN:
+                return NOT_PLAIN
+            sxp.append([key, value])
+        return sxp
+    sxp = [tuple_atom if kind is tuple else list_atom]
+    for item in obj:
+        item = _jellyPlainNested(item, text, seen, budget)
+        if item is NOT_PLAIN:
+            return NOT_PLAIN
+        sxp.append(item)
+    return sxp
+
+
+def unjellyPlain(sexp: Any) -> Any:
+    """
+    The value an L{Unjellier} (with the base atoms, or a broker's) rebuilds
+    from the s-expression of a plain value, or L{NOT_PLAIN}.
+    """
+    if type(sexp) is not list:
+        return sexp
+    if not sexp:
+        return NOT_PLAIN
+    tag = sexp[0]
+    if tag == tuple_atom or tag == list_atom:
+        if len(sexp) > _PLAIN_ITEMS + 1:
+            return NOT_PLAIN
+        items = sexp[1:]
+        for item in items:
+            if type(item) is list:
+                return _unjellyPlainNested(sexp, [_PLAIN_ITEMS])
+        return tuple(items) if tag == tuple_atom else items
+    if tag == dictionary_atom and len(sexp) == 1:
+        return {}
+    return _unjellyPlainNested(sexp, [_PLAIN_ITEMS])
+
+
+def _unjellyPlainNested(sexp: list[Any], budget: list[int]) -> Any:
+    """
+    L{unjellyPlain} for s-expressions with lists inside: C{budget} is how
+    many more items may be taken.
+    """
+    if not sexp:
+        return NOT_PLAIN
+    tag = sexp[0]
+    size = len(sexp)
+    if tag == unicode_atom:
+        raw = sexp[1] if size == 2 else None
+        if type(raw) is not bytes:
+            return NOT_PLAIN
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return NOT_PLAIN
+    budget[0] -= size - 1
+    if budget[0] < 0:
+        return NOT_PLAIN
+    if tag == tuple_atom or tag == list_atom:
+        items = sexp[1:]
+        for index, item in enumerate(items):
+            if type(item) is list:
+                item = _unjellyPlainNested(item, budget)
+                if item is NOT_PLAIN:
+                    return NOT_PLAIN
+                items[index] = item
+        return tuple(items) if tag == tuple_atom else items
+    if tag == dictionary_atom:
+        result: dict[Any, Any] = {}
+        for pair in sexp[1:]:
+            if type(pair) is not list or len(pair) != 2:
+                return NOT_PLAIN
+            key, value = pair
+            if type(key) is list:
+                key = _unjellyPlainNested(key, budget)
+                if key is NOT_PLAIN:
+                    return NOT_PLAIN
+            if type(value) is list:
+                value = _unjellyPlainNested(value, budget)
+                if value is NOT_PLAIN:
+                    return NOT_PLAIN
+            try:
+                result[key] = value
+            except TypeError:
+                return NOT_PLAIN
+        return result
+    if tag == None_atom:
+        return None
+    if tag == _BOOLEAN and size == 2:
+        if sexp[1] == _TRUE:
+            return True
+        if sexp[1] == _FALSE:
+            return False
+    return NOT_PLAIN
 
 
 class Unjellier:
@@ -748,7 +940,6 @@ BASE_ATOMS: dict[bytes, Callable[[Unjellier, list[Any]], Any]] = {
 """The atoms every unjellier understands; brokers add PB's reference atoms."""
 
 
-@withoutCycleCollection
 def jelly(obj: Any, invoker: Any = None, registry: TypeRegistry | None = None) -> Any:
     """
     Serialize C{obj} to an s-expression (lists, bytes, ints and floats), ready
@@ -756,10 +947,18 @@ def jelly(obj: Any, invoker: Any = None, registry: TypeRegistry | None = None) -
 
     @raise JellyError: C{obj} holds something that cannot be sent.
     """
-    return Jellier(invoker, registry).jelly(obj)
+    sexp = jellyPlain(obj)
+    if sexp is not NOT_PLAIN:
+        return sexp
+    if not gc.isenabled():
+        return Jellier(invoker, registry).jelly(obj)
+    gc.disable()
+    try:
+        return Jellier(invoker, registry).jelly(obj)
+    finally:
+        gc.enable()
 
 
-@withoutCycleCollection
 def unjelly(
     sexp: Any,
     invoker: Any = None,
@@ -773,7 +972,19 @@ def unjelly(
     @raise InsecureJelly: the s-expression names a type that is not allowed,
         or is malformed.
     """
+    if atoms is None:
+        value = unjellyPlain(sexp)
+        if value is not NOT_PLAIN:
+            return value
+    paused = gc.isenabled()
+    if paused:
+        # Paused before anything is allocated: a collection now would scan
+        # the s-expression just decoded.
+        gc.disable()
     try:
         return Unjellier(invoker, registry, atoms).unjellyFull(sexp)
     except (IndexError, KeyError, ValueError, AttributeError) as e:
         raise InsecureJelly(f"malformed s-expression: {e!r}") from None
+    finally:
+        if paused:
+            gc.enable()

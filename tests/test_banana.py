@@ -7,6 +7,7 @@ decoder's linear handling of its buffer.
 from __future__ import annotations
 
 import enum
+import gc
 import struct
 import sys
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from pb.banana import (
     BananaError,
     BananaTooLarge,
     Decoder,
+    Encoder,
     b1282int,
     encode,
     int2b128,
@@ -686,3 +688,106 @@ class LinearityTests(SynchronousTestCase):
             decodeInChunks(decoder, stream, list(range(len(stream)))), [b"z" * 65536]
         )
         self.assertLessEqual(decoder._bytesCopied, 3 * len(stream))
+
+
+class EncoderTests(SynchronousTestCase):
+    """
+    An L{Encoder}, set up once for a connection, encodes exactly as L{encode}
+    does with the same settings, message after message.
+    """
+
+    @codecSettings
+    @given(st.lists(twistedExpressions, min_size=1, max_size=5), vocabularies)
+    def test_sameBytesAsEncode(
+        self, values: list[object], vocabulary: dict[bytes, int] | None
+    ) -> None:
+        """
+        One encoder used for several values gives each the bytes L{encode}
+        gives it: nothing carries over from one message to the next.
+        """
+        encoder = Encoder(vocabulary)
+        for value in values:
+            self.assertEqual(encoder.encode(value), encode(value, vocabulary))
+
+    def test_computedInts(self) -> None:
+        """
+        Ints past the cached ones, which the encoder computes (request IDs
+        after the first thousand calls), encode as Twisted encodes them, at
+        each edge of the computed range.
+        """
+        for value in [1023, 1024, 16383, 16384, 2**21 - 1, 2**21, 2**28, 2**31 - 1, 2**31]:
+            for sign in (1, -1):
+                message = [b"answer", sign * value, [sign * value]]
+                self.assertEqual(encode(message), twistedEncode(message, b"none"), value)
+                self.assertEqual(
+                    Encoder(PB_VOCABULARY).encode(message), twistedEncode(message, b"pb"), value
+                )
+
+    def test_smallPrefixLimitsBoundInts(self) -> None:
+        """
+        The prefix limit bounds every int, those the encoder has cached or
+        computes included: with one prefix byte, 127 is sent and 128 refused;
+        with two, 16383 is sent and 16384 refused.
+        """
+        self.assertEqual(Encoder(prefixLimit=1).encode([127, -127]), b"\x02\x80\x7f\x81\x7f\x83")
+        for value in (128, -128, 1000):
+            self.assertRaises(BananaTooLarge, Encoder(prefixLimit=1).encode, value)
+        self.assertEqual(Encoder(prefixLimit=2).encode(16383), b"\x7f\x7f\x81")
+        self.assertRaises(BananaTooLarge, Encoder(prefixLimit=2).encode, 16384)
+        self.assertEqual(Encoder(prefixLimit=3).encode(16384), b"\x00\x00\x01\x81")
+
+    def test_prefixLimitAtLeastOne(self) -> None:
+        """
+        An encoder with a prefix limit below 1 is refused, as L{encode} refuses it.
+        """
+        self.assertRaises(ValueError, Encoder, prefixLimit=0)
+
+
+class RecordingDecoder(Decoder):
+    """
+    A decoder that records, for each chunk it decodes, whether the cycle
+    collector was running.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.collecting: list[bool] = []
+
+    def _decode(self, buf: bytes) -> list[object]:
+        self.collecting.append(gc.isenabled())
+        return super()._decode(buf)
+
+
+class CycleCollectorTests(SynchronousTestCase):
+    """
+    The decoder pauses the cycle collector for large input only: a large chunk
+    allocates enough to trigger collections that would scan it in vain, while
+    pausing around a small one would cost more than it saves.
+    """
+
+    def setUp(self) -> None:
+        if not gc.isenabled():
+            self.skipTest("the cycle collector is off")
+
+    def test_smallChunkNotPaused(self) -> None:
+        """
+        A chunk holding one small message is decoded with the collector running.
+        """
+        decoder = RecordingDecoder()
+        self.assertEqual(decoder.feed(encode([b"answer", 1, 8])), [[b"answer", 1, 8]])
+        self.assertEqual(decoder.collecting, [True])
+
+    def test_largeInputPaused(self) -> None:
+        """
+        A large chunk is decoded with the collector paused, and so is every
+        chunk of a message that spans chunks; the collector runs again after.
+        """
+        message = [[b"item", i] for i in range(2000)]
+        stream = encode(message)
+        decoder = RecordingDecoder()
+        self.assertEqual(decoder.feed(stream), [message])
+        self.assertEqual(decoder.collecting, [False])
+        decoder = RecordingDecoder()
+        self.assertEqual(decodeInChunks(decoder, stream, [100, 200]), [message])
+        self.assertEqual(decoder.collecting, [True, False, False])
+        self.assertTrue(gc.isenabled())

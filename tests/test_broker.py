@@ -730,6 +730,86 @@ class TimeoutTests(SynchronousTestCase):
         connection.pump.flush()
         self.assertEqual(self.successResultOf(connection.callRoot("add", 1, 2)), 3)
 
+    def test_oneTimerForAllCalls(self) -> None:
+        """
+        However many calls wait, the broker holds one timer, due at the
+        earliest deadline (a call with an earlier deadline than those waiting
+        brings it forward); each call still fails at its own deadline, the
+        others going on waiting.
+        """
+        connection = self.connectWith()
+        five = connection.callRoot("wait", _timeout=5)
+        eight = connection.callRoot("wait", _timeout=8)
+        self.assertEqual([c.getTime() for c in self.clock.getDelayedCalls()], [5])
+        self.clock.advance(1)
+        three = connection.callRoot("wait", _timeout=2)
+        self.assertEqual([c.getTime() for c in self.clock.getDelayedCalls()], [3])
+        self.clock.advance(1.9)
+        self.assertNoResult(three)
+        self.clock.advance(0.1)
+        self.failureResultOf(three, pb.CallTimeout)
+        self.assertNoResult(five)
+        self.assertNoResult(eight)
+        self.assertEqual([c.getTime() for c in self.clock.getDelayedCalls()], [5])
+        self.clock.advance(2)
+        self.failureResultOf(five, pb.CallTimeout)
+        self.assertNoResult(eight)
+        self.clock.advance(2.9)
+        self.assertNoResult(eight)
+        self.clock.advance(0.1)
+        self.failureResultOf(eight, pb.CallTimeout)
+        self.assertNothingWaiting(connection)
+
+    def test_answeredCallsLeaveTheTimerToOthers(self) -> None:
+        """
+        An answer removes its call's deadline only: the timer stays while any
+        call waits, fails those still waiting at their deadlines, and is gone
+        once no call waits.
+        """
+        connection = self.connectWith()
+        first = connection.callRoot("wait", _timeout=5)
+        second = connection.callRoot("wait", _timeout=7)
+        self.service.pending[0].callback("first")
+        connection.pump.flush()
+        self.assertEqual(self.successResultOf(first), "first")
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(6.9)
+        self.assertNoResult(second)
+        self.clock.advance(0.1)
+        self.failureResultOf(second, pb.CallTimeout)
+        self.assertNothingWaiting(connection)
+        third = connection.callRoot("wait", _timeout=5)
+        self.service.pending[2].callback("third")
+        connection.pump.flush()
+        self.assertEqual(self.successResultOf(third), "third")
+        self.assertNothingWaiting(connection)
+
+    def test_callsTimingOutTogether(self) -> None:
+        """
+        Calls whose deadlines pass in one step of the clock fail in the order
+        of their deadlines; a call made by a timed-out call's errback gets its
+        own timeout.
+        """
+        connection = self.connectWith()
+        failed: list[str] = []
+        retried: list[Deferred[Any]] = []
+
+        def timedOut(failure: Any, name: str) -> None:
+            failure.trap(pb.CallTimeout)
+            failed.append(name)
+            if name == "late":
+                retried.append(connection.root.callRemote("wait", _timeout=1))
+
+        connection.callRoot("wait", _timeout=3).addErrback(timedOut, "late")
+        connection.callRoot("wait", _timeout=1).addErrback(timedOut, "early")
+        self.clock.advance(10)
+        self.assertEqual(failed, ["early", "late"])
+        (retry,) = retried
+        self.assertNoResult(retry)
+        self.clock.advance(1)
+        self.failureResultOf(retry, pb.CallTimeout)
+        self.assertNothingWaiting(connection)
+
 
 # -- (5) oversized values -------------------------------------------------------------
 
@@ -1469,6 +1549,72 @@ class ServerFactoryTests(SynchronousTestCase):
         """
         self.assertRaises(TypeError, pb.PBServerFactory)
         self.assertRaises(TypeError, pb.PBServerFactory, Service(), None, userPortal()[0])
+
+
+# -- the cost of a call ---------------------------------------------------------------
+
+
+class PerCallCostTests(SynchronousTestCase):
+    """
+    A call with plain arguments and a plain result (numbers, strings, small
+    containers of them) skips the work only other values need, on both sides.
+    """
+
+    def countBuilt(self) -> dict[str, int]:
+        """
+        Count the Jellier and Unjellier objects the brokers build from now on.
+        """
+        built = {"Jellier": 0, "Unjellier": 0}
+
+        class CountingJellier(pb.jelly.Jellier):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                built["Jellier"] += 1
+                super().__init__(*args, **kwargs)
+
+        class CountingUnjellier(pb.jelly.Unjellier):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                built["Unjellier"] += 1
+                super().__init__(*args, **kwargs)
+
+        self.patch(pb.broker, "Jellier", CountingJellier)
+        self.patch(pb.broker, "Unjellier", CountingUnjellier)
+        return built
+
+    def test_plainCallsBuildNoJellier(self) -> None:
+        """
+        Plain calls and answers build no Jellier and no Unjellier; a call that
+        passes a reference does (so the count above can see them).
+        """
+        connection = connect(self, ourServer(Service()), ourClient())
+        built = self.countBuilt()
+        self.assertEqual(self.successResultOf(connection.callRoot("add", 5, 3)), 8)
+        self.assertEqual(
+            self.successResultOf(connection.callRoot("two", "a", b={"c": [1.5, None, True]})),
+            ("a", {"c": [1.5, None, True]}),
+        )
+        self.assertEqual(built, {"Jellier": 0, "Unjellier": 0})
+        self.successResultOf(connection.callRoot("take", pb.Referenceable()))
+        self.assertEqual(built, {"Jellier": 1, "Unjellier": 1})
+
+    def test_smallMessagesDoNotPauseCollector(self) -> None:
+        """
+        Small calls and answers run with the cycle collector as it is; only
+        large messages pause it.
+        """
+        connection = connect(self, ourServer(Service()), ourClient())
+        paused: list[bool] = []
+        disable = gc.disable
+
+        def recordingDisable() -> None:
+            paused.append(True)
+            disable()
+
+        self.patch(gc, "disable", recordingDisable)
+        for i in range(10):
+            self.assertEqual(self.successResultOf(connection.callRoot("add", i, 1)), i + 1)
+        self.assertEqual(paused, [])
+        self.assertEqual(len(self.successResultOf(connection.callRoot("many", 2000))), 2000)
+        self.assertNotEqual(paused, [])
 
 
 # -- protocol garbage -----------------------------------------------------------------

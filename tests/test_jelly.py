@@ -329,6 +329,120 @@ class TwistedEquivalenceTests(SynchronousTestCase):
             self.assertIs(selfDict["self"], selfDict)
 
 
+def wireJelly(value: Any) -> Any:
+    """
+    A broker's jellier's s-expression of C{value} (strings pre-encoded).
+    """
+    return pb.jelly.Jellier(wire=True).jelly(value)
+
+
+WIRE_TEXT = pb.jelly.wireText(banana.SIZE_LIMIT)
+
+# Arbitrary s-expressions, well-formed or not, made of jelly's own atoms.
+_atoms = st.sampled_from(
+    [b"tuple", b"list", b"dictionary", b"unicode", b"None", b"boolean", b"true", b"false",
+     b"reference", b"dereference", b"set", b"x", b"\xff\xfe", b""]
+)
+sexps = st.recursive(
+    _atoms | st.integers(-3, 3) | st.floats(allow_nan=False),
+    lambda children: st.lists(children, max_size=4)
+    | st.tuples(_atoms, children).map(list)
+    | st.tuples(_atoms, children, children).map(list)
+    | st.lists(st.tuples(children, children).map(list), max_size=3).map(
+        lambda pairs: [b"dictionary", *pairs]
+    ),
+    max_leaves=20,
+)
+
+
+class PlainValueTests(SynchronousTestCase):
+    """
+    Plain values (numbers, strings, bytes, bools, None and small containers of
+    them) skip the Jellier and the Unjellier: the shortcut gives exactly what
+    they give, and declines everything else.
+    """
+
+    @_codecSettings
+    @given(values)
+    def test_jellyPlainSameAsJellier(self, value: Any) -> None:
+        """
+        Where L{pb.jelly.jellyPlain} takes a value, it gives the Jellier's
+        s-expression, type for type, with strings as unicode s-expressions or
+        pre-encoded as a broker's jellier writes them; so the bytes are the same.
+        """
+        plain = pb.jelly.jellyPlain(value)
+        if plain is not pb.jelly.NOT_PLAIN:
+            self.assertTrue(equivalent(plain, pb.jelly.Jellier().jelly(value)))
+        wire = pb.jelly.jellyPlain(value, WIRE_TEXT)
+        self.assertEqual(wire is pb.jelly.NOT_PLAIN, plain is pb.jelly.NOT_PLAIN)
+        if wire is not pb.jelly.NOT_PLAIN:
+            self.assertTrue(equivalent(wire, wireJelly(value)))
+            self.assertEqual(ourBytes(wire), twistedBytes(twistedJelly.jelly(value)))
+
+    def test_whatIsPlain(self) -> None:
+        """
+        Scalars, strings and containers of them holding up to 64 items in all
+        (an item of a dict being a key and its value) are plain; other types, subclasses of the plain ones, a container met twice
+        (which jelly writes as a reference) and bigger values are not.
+        """
+        inner = [1, "two"]
+        for value in [
+            5, 2.5, b"raw", "text", None, True, (), [], {},
+            (1, "a", b"b", 2.5, None, False),
+            {"a": [1, 2], "b": (None, {"c": "d"})},
+            [inner, [1, "two"]],
+            list(range(64)),
+            [list(range(32)), list(range(30))],
+        ]:
+            self.assertIsNot(pb.jelly.jellyPlain(value), pb.jelly.NOT_PLAIN, value)
+            self.assertIsNot(pb.jelly.unjellyPlain(jelly(value)), pb.jelly.NOT_PLAIN, value)
+        selfList: list[Any] = []
+        selfList.append(selfList)
+        for value in [
+            [inner, inner],
+            {"a": inner, "b": inner},
+            ((), ()),
+            selfList,
+            {1, 2},
+            frozenset(),
+            datetime.date(2024, 1, 1),
+            decimal.Decimal("1.5"),
+            Point(1, 2),
+            socket.AF_INET,
+            list(range(65)),
+            [list(range(32)), list(range(33))],
+            [[b"deep"] * 40, [b"deep"] * 40],
+        ]:
+            self.assertIs(pb.jelly.jellyPlain(value), pb.jelly.NOT_PLAIN, value)
+
+    @_codecSettings
+    @given(values)
+    def test_unjellyPlainSameAsUnjellier(self, value: Any) -> None:
+        """
+        Where L{pb.jelly.unjellyPlain} takes an s-expression, as jellied or as
+        decoded from the wire, it rebuilds what the Unjellier rebuilds.
+        """
+        for sexp in (jelly(value), decodeOne(ourBytes(wireJelly(value)))):
+            plain = pb.jelly.unjellyPlain(sexp)
+            if plain is not pb.jelly.NOT_PLAIN:
+                self.assertTrue(
+                    equivalent(plain, pb.jelly.Unjellier().unjellyFull(sexp)), (value, sexp)
+                )
+
+    @_codecSettings
+    @given(sexps)
+    def test_unjellyPlainDeclinesWhatUnjellierRefuses(self, sexp: Any) -> None:
+        """
+        Given any s-expression, well-formed or not, L{pb.jelly.unjellyPlain}
+        either declines it or gives what the Unjellier gives; it never takes
+        one the Unjellier refuses, so malformed input meets the same errors.
+        """
+        plain = pb.jelly.unjellyPlain(sexp)
+        if plain is pb.jelly.NOT_PLAIN:
+            return
+        self.assertTrue(equivalent(plain, pb.jelly.Unjellier().unjellyFull(sexp)), sexp)
+
+
 _NEVER_IMPORTED = "pb_test_module_that_does_not_exist"
 
 
