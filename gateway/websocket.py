@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 
 import pb
 
+from . import _autobahn
 from ._flow import BoundedSender
 from .codec import dumps, loads, pbFromJSON
 from .errors import BadRequest, GatewayError, NotFound, TooManyRequests, errorFromFailure
@@ -177,6 +178,22 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
         # names styled with click: several µs) that its txaio logger then
         # drops; this is the rest of it.
         self._dataReceived(data)
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        # Autobahn's sendData also formats a debug line (click-styled type
+        # names, several µs) for every write, which its logger then drops.
+        # Writes that are not queued or chopped are done here without it.
+        if sync or chopsize or self.send_queue:
+            super().sendData(data, sync, chopsize)
+            return
+        assert self.transport is not None
+        self.transport.write(data)
+        if self.state == self.STATE_OPEN:
+            self.trafficStats.outgoingOctetsWireLevel += len(data)
+        elif self.state in (self.STATE_CONNECTING, self.STATE_PROXY_CONNECTING):
+            self.trafficStats.preopenOutgoingOctetsWireLevel += len(data)
+        if getattr(self, "logOctets", False):
+            self.logTxOctets(data, False)
 
     def _write(self, data: bytes) -> None:
         if self.state != self.STATE_OPEN:
@@ -606,6 +623,7 @@ class GatewayWebSocketFactory(WebSocketServerFactory):
 
     def __init__(self, table: SessionTable, reactor: Any) -> None:
         super().__init__(reactor=reactor)
+        _autobahn.install()
         self.table = table
         self.sockets: set[GatewayWebSocketProtocol] = set()
         options = table.options
