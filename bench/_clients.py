@@ -6,6 +6,10 @@ Plain asyncio, no Twisted, so that they start quickly.
   - C{calls}: one socket of the C{websockets} library, one call of
     C{add(5, 3)} at a time or many in flight, after C{rpc.login}; it reads
     the servers' CPU time (C{--pids}) around its own measurement window.
+    With C{--wait} it says C{READY} once logged in and then measures once
+    for every line on its standard input (the mode, C{sequential} or
+    C{inflight}), on the same socket, until that closes: the benchmark
+    interleaves measurements without starting a process for each.
   - C{watchers}: many minimal asyncio WebSocket clients (L{_WatcherSocket})
     that log in, optionally call C{board} (which subscribes them to the
     shared board) and then sit idle, noting when each update arrives. It
@@ -34,6 +38,10 @@ from urllib.parse import urlsplit
 
 __all__ = ["main", "percentile", "processCpuSeconds"]
 
+# Sockets a watchers process opens at once, unless told otherwise. Twisted
+# listens with a backlog of 50: connections beyond that wait for accept() in
+# vain and retry a second later. The memory suite keeps this default all the
+# same, as how many sessions are being opened at once shows in the RSS.
 CONNECT_CONCURRENCY = 100
 ADD = '{{"jsonrpc":"2.0","id":{},"method":"add","params":[5,3]}}'
 
@@ -92,6 +100,7 @@ async def _rpc(socket: Any, requestID: int, method: str, params: Any) -> Any:
             return message.get("result")
 
 
+_MODES = ("sequential", "inflight")
 _LOGINS: dict[str, Any] = {
     "anonymous": {"anonymous": True},
     "alice": {"username": "alice", "password": "password"},
@@ -139,31 +148,30 @@ async def _inFlight(socket: Any, seconds: float, concurrency: int, latencies: li
     return answered
 
 
-async def _calls(options: argparse.Namespace) -> dict[str, Any]:
-    pids = [int(pid) for pid in options.pids.split(",") if pid]
-    socket = await _open(options.url)
-    try:
-        await _rpc(socket, 1, "rpc.login", _LOGINS["anonymous"])
+async def _measureCalls(
+    socket: Any, options: argparse.Namespace, mode: str, pids: Sequence[int]
+) -> dict[str, Any]:
+    """
+    Warm up, then call for C{options.seconds} in C{mode}: the figures.
+    """
 
-        async def measure(seconds: float, latencies: list[float]) -> int:
-            if options.mode == "sequential":
-                return await _sequential(socket, seconds, latencies)
-            return await _inFlight(socket, seconds, options.concurrency, latencies)
+    async def measure(seconds: float, latencies: list[float]) -> int:
+        if mode == "sequential":
+            return await _sequential(socket, seconds, latencies)
+        return await _inFlight(socket, seconds, options.concurrency, latencies)
 
-        await measure(options.warmup, [])
-        latencies: list[float] = []
-        serverBefore = [processCpuSeconds(pid) or 0.0 for pid in pids]
-        clientBefore = time.process_time()
-        started = time.perf_counter()
-        calls = await measure(options.seconds, latencies)
-        elapsed = time.perf_counter() - started
-        clientCpu = time.process_time() - clientBefore
-        serverCpu = [
-            (processCpuSeconds(pid) or 0.0) - before
-            for pid, before in zip(pids, serverBefore, strict=True)
-        ]
-    finally:
-        await socket.close()
+    await measure(options.warmup, [])
+    latencies: list[float] = []
+    serverBefore = [processCpuSeconds(pid) or 0.0 for pid in pids]
+    clientBefore = time.process_time()
+    started = time.perf_counter()
+    calls = await measure(options.seconds, latencies)
+    elapsed = time.perf_counter() - started
+    clientCpu = time.process_time() - clientBefore
+    serverCpu = [
+        (processCpuSeconds(pid) or 0.0) - before
+        for pid, before in zip(pids, serverBefore, strict=True)
+    ]
     return {
         "calls": calls,
         "seconds": elapsed,
@@ -172,6 +180,27 @@ async def _calls(options: argparse.Namespace) -> dict[str, Any]:
         "serverCpu": serverCpu,
         "clientCpu": clientCpu,
     }
+
+
+async def _calls(options: argparse.Namespace) -> None:
+    pids = [int(pid) for pid in options.pids.split(",") if pid]
+    socket = await _open(options.url)
+    try:
+        await _rpc(socket, 1, "rpc.login", _LOGINS["anonymous"])
+        if not options.wait:
+            result = await _measureCalls(socket, options, options.mode, pids)
+            print("RESULT " + json.dumps(result), flush=True)
+            return
+        print("READY", flush=True)
+        loop = asyncio.get_running_loop()
+        while line := await loop.run_in_executor(None, sys.stdin.buffer.readline):
+            mode = line.decode("ascii").strip()
+            if mode not in _MODES:
+                raise RuntimeError(f"not a mode: {mode!r}")
+            result = await _measureCalls(socket, options, mode, pids)
+            print("RESULT " + json.dumps(result), flush=True)
+    finally:
+        await socket.close()
 
 
 class _WatcherSocket(asyncio.Protocol):
@@ -283,11 +312,13 @@ class _Watchers:
         self.complete: dict[int, int] = {}
         self.snapshots = 0
 
-    async def open(self, url: str, login: str, subscribe: bool, count: int) -> None:
+    async def open(
+        self, url: str, login: str, subscribe: bool, count: int, concurrency: int
+    ) -> None:
         parts = urlsplit(url)
         host, port = parts.hostname or "127.0.0.1", parts.port or 80
         loop = asyncio.get_running_loop()
-        gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+        gate = asyncio.Semaphore(concurrency)
 
         async def one() -> None:
             async with gate:
@@ -315,11 +346,13 @@ async def _watch(options: argparse.Namespace) -> dict[str, Any]:
     watchers = _Watchers(options.warm + options.count)
     loop = asyncio.get_running_loop()
     if options.warm:
-        await watchers.open(options.url, options.login, options.subscribe, options.warm)
+        await watchers.open(options.url, options.login, options.subscribe, options.warm,
+                            options.concurrency)
         print(f"WARM {options.warm}", flush=True)
         await loop.run_in_executor(None, sys.stdin.buffer.readline)
     started = time.perf_counter()
-    await watchers.open(options.url, options.login, options.subscribe, options.count)
+    await watchers.open(options.url, options.login, options.subscribe, options.count,
+                        options.concurrency)
     print(f"READY {len(watchers.sockets)} in {time.perf_counter() - started:.1f} s "
           f"(fd limit {limit})", flush=True)
     await loop.run_in_executor(None, sys.stdin.buffer.read)
@@ -335,7 +368,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     calls = commands.add_parser("calls", help="add(5, 3) over one socket")
     calls.add_argument("--url", required=True)
-    calls.add_argument("--mode", choices=["sequential", "inflight"], required=True)
+    calls.add_argument("--mode", choices=_MODES, help="without --wait")
+    calls.add_argument("--wait", action="store_true",
+                       help="say READY, then measure once per line (a mode) on stdin")
     calls.add_argument("--seconds", type=float, default=2.0)
     calls.add_argument("--warmup", type=float, default=0.5)
     calls.add_argument("--concurrency", type=int, default=100)
@@ -345,15 +380,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     watchers.add_argument("--count", type=int, required=True)
     watchers.add_argument("--login", choices=["none", *_LOGINS], default="anonymous")
     watchers.add_argument("--subscribe", action="store_true", help="call board on each")
+    watchers.add_argument("--concurrency", type=int, default=CONNECT_CONCURRENCY,
+                          help="sockets being opened at once")
     watchers.add_argument("--warm", type=int, default=0,
                           help="open this many first, say WARM and wait for a line on stdin")
     options = parser.parse_args(argv)
     if options.command == "calls":
-        print("RESULT " + json.dumps(asyncio.run(_calls(options))), flush=True)
+        if options.mode is None and not options.wait:
+            parser.error("calls needs --mode or --wait")
+        asyncio.run(_calls(options))
     else:
         print("RESULT " + json.dumps(asyncio.run(_watch(options))), flush=True)
-
-
 
 
 if __name__ == "__main__":

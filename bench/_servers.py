@@ -4,10 +4,12 @@ pinned to a CPU, read line by line, and always stopped.
 
 A L{Child} is a process run with C{reactor.spawnProcess} (behind C{taskset -c
 N} when it is pinned), whose output lines are kept (the last few hundred, for
-error messages) and can be waited for with a time bound. L{startGateway}
-starts the system under test as it is deployed: a C{pb-gateway broker}
-process serving the demo service and a C{pb-gateway gateway} process in front
-of it, both on the server CPU.
+error messages) and can be waited for with a time bound. L{startServer}
+starts a server on both CPUs and pins it to the server CPU once it is ready:
+starting is CPU-bound (imports), and takes half as long that way.
+L{startGateway} starts the system under test as it is deployed: a
+C{pb-gateway broker} process serving the demo service and a C{pb-gateway
+gateway} process in front of it, both on the server CPU.
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ import re
 import shutil
 import sys
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.error import ProcessDone, ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
@@ -42,6 +44,9 @@ __all__ = [
     "rssKiB",
     "spawn",
     "startGateway",
+    "startServer",
+    "stopAll",
+    "together",
 ]
 
 HOST = "127.0.0.1"
@@ -149,6 +154,23 @@ class Child(ProcessProtocol):
             raise ChildFailed(f"cannot read the CPU time of {self.name}")
         return seconds
 
+    def pin(self, cpu: int | None) -> None:
+        """
+        Pin every thread of the process to C{cpu} (threads it starts later
+        inherit that); nothing for L{None}.
+        """
+        if cpu is None:
+            return
+        try:
+            threads = os.listdir(f"/proc/{self.pid}/task")
+        except OSError as e:
+            raise ChildFailed(f"cannot list the threads of {self.name}: {e}") from None
+        for thread in threads:
+            try:
+                os.sched_setaffinity(int(thread), {cpu})
+            except ProcessLookupError:
+                pass  # the thread has ended
+
     def rssKiB(self) -> int:
         kib = rssKiB(self.pid)
         if kib is None:
@@ -232,6 +254,17 @@ class Child(ProcessProtocol):
         if self.exitCode is None and self.transport is not None:
             self.transport.closeStdin()
 
+    def signal(self, name: str) -> None:
+        """
+        Send the process the signal C{name} (C{"INT"}, C{"TERM"}, ...) unless
+        it has exited.
+        """
+        if self.exitCode is None and self.transport is not None:
+            try:
+                self.transport.signalProcess(name)
+            except (ProcessExitedAlready, OSError):
+                pass
+
     async def finish(self, timeout: float) -> int:
         """
         Close the child's standard input and wait up to C{timeout} seconds
@@ -245,13 +278,10 @@ class Child(ProcessProtocol):
         """
         Stop the process: C{SIGTERM}, then C{SIGKILL} if it lingers.
         """
-        for signal in ("TERM", "KILL"):
+        for name in ("TERM", "KILL"):
             if self.exitCode is not None:
                 break
-            try:
-                self.transport.signalProcess(signal)  # type: ignore[union-attr]
-            except (ProcessExitedAlready, OSError):
-                pass
+            self.signal(name)
             await _within(self.reactor, self.ended, STOP_TIMEOUT)
         if self.exitCode is None:
             raise ChildFailed(f"{self.name} ignored SIGKILL")
@@ -281,13 +311,36 @@ async def _within(reactor: Any, ended: Deferred[int], timeout: float) -> None:
         call.cancel()
 
 
+async def together(*work: Coroutine[Any, Any, Any]) -> list[Any]:
+    """
+    Run C{work} side by side (starting servers, say) and wait for all of it:
+    the results in order. If any failed, the first failure is raised once
+    all have finished, so that the caller knows every process that was
+    started and can stop it.
+    """
+    results = await DeferredList(
+        [Deferred.fromCoroutine(each) for each in work], consumeErrors=True
+    )
+    for ok, result in results:
+        if not ok:
+            result.raiseException()
+    return [result for _, result in results]
+
+
+async def stopAll(children: Sequence[Child]) -> None:
+    """
+    Stop C{children} side by side.
+    """
+    await together(*(child.stop() for child in children))
+
+
 def spawn(
-    reactor: Any, name: str, argv: Sequence[str], cpu: int | None,
+    reactor: Any, name: str, argv: Sequence[str], cpu: int | Collection[int] | None,
     env: dict[str, str] | None = None,
 ) -> Child:
     """
-    Start C{argv} (pinned to C{cpu} unless it is L{None}) in the checkout's
-    folder, with this environment plus C{env}.
+    Start C{argv} (pinned to C{cpu}, or to the CPUs C{cpu} lists, unless it
+    is L{None}) in the checkout's folder, with this environment plus C{env}.
     """
     child = Child(reactor, name)
     command = list(argv)
@@ -295,10 +348,32 @@ def spawn(
         taskset = shutil.which("taskset")
         if taskset is None:
             raise ChildFailed("taskset is not installed: cannot pin processes to CPUs")
-        command = [taskset, "-c", str(cpu), *command]
+        cpus = [cpu] if isinstance(cpu, int) else sorted(cpu)
+        command = [taskset, "-c", ",".join(map(str, cpus)), *command]
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     reactor.spawnProcess(child, command[0], command, env=environment, path=str(ROOT))
     return child
+
+
+async def startServer(
+    reactor: Any, name: str, argv: Sequence[str], cpu: int | None, *ready: str
+) -> tuple[Child, list[re.Match[str]]]:
+    """
+    Start a server and wait for the output lines matching the patterns
+    C{ready}, in turn; their matches. It starts on C{cpu} and the CPU of this
+    process (the load generators') and is pinned to C{cpu} once it has said
+    the last: no measurement has begun, and its start-up takes half as long.
+    It is stopped if it fails to start.
+    """
+    startup = None if cpu is None else {cpu, *os.sched_getaffinity(0)}
+    child = spawn(reactor, name, argv, startup)
+    try:
+        matches = [await child.waitFor(pattern) for pattern in ready]
+        child.pin(cpu)
+    except BaseException:
+        await child.stop()
+        raise
+    return child, matches
 
 
 @attrs.define
@@ -334,28 +409,24 @@ class Gateway:
 async def startGateway(reactor: Any, cpu: int | None, *flags: str) -> Gateway:
     """
     Start C{pb-gateway broker} (the demo service) and C{pb-gateway gateway}
-    on 127.0.0.1 with free ports, both pinned to C{cpu}; C{flags} go to the
-    gateway.
+    on 127.0.0.1 with free ports, both pinned to C{cpu} (see L{startServer});
+    C{flags} go to the gateway.
     """
-    broker = spawn(
+    broker, (match,) = await startServer(
         reactor, "pb-gateway broker",
         pythonModule("gateway", "broker", "--pb", f"tcp:0:interface={HOST}"), cpu,
+        r"PB broker listening on [\d.]+:(\d+)",
     )
     try:
-        match = await broker.waitFor(r"PB broker listening on [\d.]+:(\d+)")
-        gateway = spawn(
+        gateway, (ready,) = await startServer(
             reactor, "pb-gateway gateway",
             pythonModule(
                 "gateway", "gateway", "--broker", f"tcp:host={HOST}:port={match.group(1)}",
                 "--http", f"tcp:0:interface={HOST}", *flags,
             ),
             cpu,
+            r"pb-gateway is ready at http://[^:]+:(\d+)/",
         )
-        try:
-            ready = await gateway.waitFor(r"pb-gateway is ready at http://[^:]+:(\d+)/")
-        except BaseException:
-            await gateway.stop()
-            raise
     except BaseException:
         await broker.stop()
         raise

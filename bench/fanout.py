@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import sys
 import time
 from typing import Any
 
@@ -49,14 +48,19 @@ from twisted.internet.protocol import Factory, Protocol
 import pb
 from bench._clients import percentile
 from bench._load import resultOf
+from bench._progress import progress
 from bench._servers import (
     HOST,
     MANY_SESSIONS,
     Child,
+    Gateway,
     loadGeneratorCpu,
     pythonModule,
     spawn,
     startGateway,
+    startServer,
+    stopAll,
+    together,
 )
 from bench.pb_core import Row, pairedRatio
 
@@ -65,6 +69,10 @@ __all__ = ["FULL", "QUICK", "Settings", "run"]
 SUITE = "fanout"
 SIZES = (100, 1000)
 PER_PROCESS = 500
+# Sockets each watchers process opens at once: two processes together stay
+# within Twisted's listening backlog of 50, so none waits a second to retry.
+# Nothing is measured while they connect.
+CONNECT_CONCURRENCY = 25
 TARGETS = ("gateway", "autobahn")
 CHANGE_TIMEOUT = 30.0
 READY_TIMEOUT = 180.0
@@ -86,12 +94,12 @@ class Settings:
         return max(self.changes, -(-self.recipients // size))
 
 
-QUICK = Settings(repetitions=3, changes=8, recipients=5_000)
+QUICK = Settings(repetitions=3, changes=5, recipients=5_000)
 FULL = Settings(repetitions=5, changes=20, recipients=20_000)
 
 
 def _progress(message: str) -> None:
-    print(f"[{SUITE}] {message}", file=sys.stderr, flush=True)
+    progress(SUITE, message)
 
 
 def updateMessage(seq: int, done: bool) -> bytes:
@@ -163,7 +171,8 @@ async def _watchers(reactor: Any, url: str, size: int, cpu: int | None,
         child = spawn(
             reactor, f"watchers ({count})",
             pythonModule("bench._clients", "watchers", "--url", url, "--count", str(count),
-                         "--login", "anonymous", "--subscribe"),
+                         "--login", "anonymous", "--subscribe",
+                         "--concurrency", str(CONNECT_CONCURRENCY)),
             cpu,
         )
         children.append(child)
@@ -227,25 +236,56 @@ async def _gatewayDriver(reactor: Any, brokerPort: int) -> tuple[Any, pb.PBClien
     return avatar, factory
 
 
-async def _measureSize(reactor: Any, size: int, settings: Settings, serverCpu: int | None,
-                       clientCpu: int | None) -> list[Row]:
-    children: list[Child] = []
-    driverFactory: pb.PBClientFactory | None = None
-    trigger: Any = None
-    try:
-        gateway = await startGateway(reactor, serverCpu, "--ping-interval", "0", *MANY_SESSIONS)
-        children += [gateway.gateway, gateway.broker]
-        autobahn = spawn(
+@attrs.frozen
+class _Servers:
+    """
+    The gateway and the autobahn baseline for one number of clients, with
+    the autobahn's port and trigger port.
+    """
+
+    gateway: Gateway
+    autobahn: Child
+    port: int
+    triggerPort: int
+
+
+async def _startServers(reactor: Any, serverCpu: int | None, children: list[Child]) -> _Servers:
+    """
+    Start a gateway and an autobahn baseline side by side; every process
+    started is added to C{children} at once.
+    """
+
+    async def startAutobahn() -> tuple[Child, int, int]:
+        autobahn, (port, trigger) = await startServer(
             reactor, "baseline autobahn",
             pythonModule("bench._baselines", "autobahn", "--trigger-port", "0"), serverCpu,
+            r"^PORT (\d+)", r"^TRIGGER (\d+)",
         )
         children.append(autobahn)
-        port = int((await autobahn.waitFor(r"^PORT (\d+)")).group(1))
-        triggerPort = int((await autobahn.waitFor(r"^TRIGGER (\d+)")).group(1))
+        return autobahn, int(port.group(1)), int(trigger.group(1))
 
+    async def startGatewayHere() -> Gateway:
+        gateway = await startGateway(reactor, serverCpu, "--ping-interval", "0", *MANY_SESSIONS)
+        children.extend([gateway.gateway, gateway.broker])
+        return gateway
+
+    (autobahn, port, triggerPort), gateway = await together(startAutobahn(), startGatewayHere())
+    return _Servers(gateway, autobahn, port, triggerPort)
+
+
+async def _measureSize(reactor: Any, size: int, settings: Settings, servers: _Servers,
+                       clientCpu: int | None, children: list[Child]) -> list[Row]:
+    """
+    Connect C{size} clients to each of C{servers} and measure bursts of
+    changes, interleaved; the client processes are added to C{children}.
+    """
+    driverFactory: pb.PBClientFactory | None = None
+    trigger: Any = None
+    gateway = servers.gateway
+    try:
         avatar, driverFactory = await _gatewayDriver(reactor, gateway.brokerPort)
         taskID = await avatar.callRemote("addTask", "fan-out benchmark")
-        trigger = await TCP4ClientEndpoint(reactor, HOST, triggerPort).connect(
+        trigger = await TCP4ClientEndpoint(reactor, HOST, servers.triggerPort).connect(
             Factory.forProtocol(_Trigger)
         )
 
@@ -256,16 +296,16 @@ async def _measureSize(reactor: Any, size: int, settings: Settings, serverCpu: i
             trigger.transport.write(updateMessage(index + 1, index % 2 == 1) + b"\n")
 
         _progress(f"{size:,} clients: connecting")
+        gatewayWatchers, autobahnWatchers = await together(
+            _watchers(reactor, gateway.wsURL, size, clientCpu, children),
+            _watchers(reactor, f"ws://{HOST}:{servers.port}/", size, clientCpu, children),
+        )
         targets = {
             "gateway": _Target(
-                "gateway", gateway.gateway, gateway.broker,
-                await _watchers(reactor, gateway.wsURL, size, clientCpu, children),
-                gatewayChange,
+                "gateway", gateway.gateway, gateway.broker, gatewayWatchers, gatewayChange
             ),
             "autobahn": _Target(
-                "autobahn", autobahn, None,
-                await _watchers(reactor, f"ws://{HOST}:{port}/", size, clientCpu, children),
-                autobahnChange,
+                "autobahn", servers.autobahn, None, autobahnWatchers, autobahnChange
             ),
         }
         for target in targets.values():
@@ -285,8 +325,6 @@ async def _measureSize(reactor: Any, size: int, settings: Settings, serverCpu: i
             trigger.transport.loseConnection()
         if driverFactory is not None:
             driverFactory.disconnect()
-        for child in reversed(children):
-            await child.stop()
     return _rows(size, settings, targets, arrivals)
 
 
@@ -366,8 +404,22 @@ async def run(reactor: Any, quick: bool) -> list[Row]:
     """
     settings = QUICK if quick else FULL
     rows: list[Row] = []
+    children: dict[int, list[Child]] = {size: [] for size in SIZES}
     with loadGeneratorCpu() as (serverCpu, clientCpu):
         _progress(f"servers on CPU {serverCpu}, clients and driver on CPU {clientCpu}")
-        for size in SIZES:
-            rows += await _measureSize(reactor, size, settings, serverCpu, clientCpu)
+        try:
+            # Every size's servers start at once (they idle until their turn),
+            # and each size's processes stop once it is measured.
+            started = await together(*(
+                _startServers(reactor, serverCpu, children[size]) for size in SIZES
+            ))
+            for size, servers in zip(SIZES, started, strict=True):
+                try:
+                    rows += await _measureSize(
+                        reactor, size, settings, servers, clientCpu, children[size]
+                    )
+                finally:
+                    await stopAll(children[size])
+        finally:
+            await stopAll([child for each in children.values() for child in each])
     return rows

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 from collections.abc import Sequence
 from typing import Any
@@ -40,7 +39,17 @@ from twisted.web.http_headers import Headers
 
 from bench import _profile
 from bench._load import HTTPLoad, runWrk, wrkScript
-from bench._servers import Child, Gateway, loadGeneratorCpu, pythonModule, spawn, startGateway
+from bench._progress import progress
+from bench._servers import (
+    Child,
+    Gateway,
+    loadGeneratorCpu,
+    pythonModule,
+    startGateway,
+    startServer,
+    stopAll,
+    together,
+)
 from bench.pb_core import Row, pairedRatio
 
 __all__ = ["FULL", "QUICK", "Settings", "main", "run"]
@@ -55,17 +64,17 @@ BODY = "[5,3]"
 class Settings:
     """
     @ivar repetitions: measurements of each server at each concurrency.
-    @ivar seconds: the length of each C{wrk} run (whole seconds).
+    @ivar seconds: the length of each C{wrk} run.
     @ivar warmupSeconds: one C{wrk} run per server before the first
         measurement, discarded.
     """
 
     repetitions: int
-    seconds: int
-    warmupSeconds: int
+    seconds: float
+    warmupSeconds: float
 
 
-QUICK = Settings(repetitions=3, seconds=1, warmupSeconds=1)
+QUICK = Settings(repetitions=3, seconds=0.3, warmupSeconds=0.2)
 FULL = Settings(repetitions=3, seconds=5, warmupSeconds=2)
 
 
@@ -102,7 +111,7 @@ class _Figures:
 
 
 def _progress(message: str) -> None:
-    print(f"[{SUITE}] {message}", file=sys.stderr, flush=True)
+    progress(SUITE, message)
 
 
 async def _login(gateway: Gateway) -> str:
@@ -129,12 +138,10 @@ async def _check(server: _Server, token: str) -> None:
 
 
 async def _startBaseline(reactor: Any, cpu: int | None, kind: str, *args: str) -> tuple[Child, int]:
-    child = spawn(reactor, f"baseline {kind}", pythonModule("bench._baselines", kind, *args), cpu)
-    try:
-        match = await child.waitFor(r"^PORT (\d+)")
-    except BaseException:
-        await child.stop()
-        raise
+    child, (match,) = await startServer(
+        reactor, f"baseline {kind}", pythonModule("bench._baselines", kind, *args), cpu,
+        r"^PORT (\d+)",
+    )
     return child, int(match.group(1))
 
 
@@ -142,17 +149,28 @@ async def _startServers(
     reactor: Any, cpu: int | None, children: list[Child]
 ) -> tuple[dict[str, _Server], Gateway]:
     """
-    Start the three servers; every process started is added to C{children}
-    at once, so that the caller stops them whatever happens.
+    Start the three servers side by side; every process started is added to
+    C{children} at once, so that the caller stops them whatever happens.
     """
-    gateway = await startGateway(reactor, cpu)
-    children += [gateway.gateway, gateway.broker]
-    klein, kleinPort = await _startBaseline(reactor, cpu, "klein")
-    children.append(klein)
-    pbServer, pbPort = await _startBaseline(reactor, cpu, "pb")
-    children.append(pbServer)
-    naive, naivePort = await _startBaseline(reactor, cpu, "naive", "--pb-port", str(pbPort))
-    children.append(naive)
+
+    async def startGatewayHere() -> Gateway:
+        gateway = await startGateway(reactor, cpu)
+        children.extend([gateway.gateway, gateway.broker])
+        return gateway
+
+    async def startBaseline(kind: str, *args: str) -> tuple[Child, int]:
+        child, port = await _startBaseline(reactor, cpu, kind, *args)
+        children.append(child)
+        return child, port
+
+    async def startNaive() -> tuple[Child, int, Child, int]:
+        pbServer, pbPort = await startBaseline("pb")
+        naive, naivePort = await startBaseline("naive", "--pb-port", str(pbPort))
+        return pbServer, pbPort, naive, naivePort
+
+    gateway, (klein, kleinPort), (pbServer, _, naive, naivePort) = await together(
+        startGatewayHere(), startBaseline("klein"), startNaive()
+    )
     servers = {
         "gateway": _Server("gateway", gateway.url, [gateway.gateway, gateway.broker]),
         "klein": _Server("bare Klein", f"http://127.0.0.1:{kleinPort}", [klein]),
@@ -171,6 +189,7 @@ async def run(reactor: Any, quick: bool) -> list[Row]:
         try:
             _progress(f"servers on CPU {serverCpu}, wrk on CPU {clientCpu}")
             servers, gateway = await _startServers(reactor, serverCpu, children)
+            _progress(f"servers started; warm-up, {settings.warmupSeconds:g} s each")
             token = await _login(gateway)
             script = os.path.join(folder, "add.lua")
             with open(script, "w", encoding="utf-8") as f:
@@ -199,8 +218,7 @@ async def run(reactor: Any, quick: bool) -> list[Row]:
                             used / max(load.requests, 1)
                         )
         finally:
-            for child in reversed(children):
-                await child.stop()
+            await stopAll(children)
     return _rows(figures, settings)
 
 
@@ -222,7 +240,7 @@ def _rows(figures: dict[tuple[str, int], _Figures], settings: Settings) -> list[
                     statistics.median(theirs.rates),
                     higherIsBetter=True,
                     target=target,
-                    note=f"n={len(ours.loads)} x {settings.seconds} s; "
+                    note=f"n={len(ours.loads)} x {settings.seconds:g} s; "
                     f"{ours.describe('gateway')}; {theirs.describe(label.split(' (')[0])}",
                     pairedRatio=pairedRatio(ours.rates, theirs.rates),
                 )

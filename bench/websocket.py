@@ -7,10 +7,11 @@ service and a C{pb-gateway gateway} process); the baseline is a bare autobahn
 server (C{python -m bench._baselines autobahn}) answering C{rpc.login} and
 C{add} with the same JSON-RPC shapes, no PB. Both are pinned to the servers'
 CPU. The client, on the other CPU, is the C{websockets} library (asyncio) in
-a process of its own (C{python -m bench._clients calls}): it logs in
-(anonymous), warms up, then calls C{{"jsonrpc":"2.0","id":N,"method":"add",
-"params":[5,3]}} one at a time (sequential) or with 100 in flight, for a
-fixed time, and reads the servers' CPU time around that window.
+a process of its own per server (C{python -m bench._clients calls --wait}):
+it logs in (anonymous) once, and for each measurement warms up, then calls
+C{{"jsonrpc":"2.0","id":N,"method":"add","params":[5,3]}} one at a time
+(sequential) or with 100 in flight, for a fixed time, and reads the servers'
+CPU time around that window.
 
 C{python -m bench.websocket profile} runs the same load against the gateway
 under C{py-spy}.
@@ -19,9 +20,9 @@ under C{py-spy}.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
-import sys
 import tempfile
 from collections.abc import Sequence
 from typing import Any
@@ -31,7 +32,18 @@ from twisted.internet.defer import Deferred
 
 from bench import _profile
 from bench._load import resultOf
-from bench._servers import Child, loadGeneratorCpu, pythonModule, spawn, startGateway
+from bench._progress import progress
+from bench._servers import (
+    Child,
+    Gateway,
+    loadGeneratorCpu,
+    pythonModule,
+    spawn,
+    startGateway,
+    startServer,
+    stopAll,
+    together,
+)
 from bench.pb_core import Row, pairedRatio
 
 __all__ = ["FULL", "QUICK", "Settings", "main", "run"]
@@ -56,12 +68,12 @@ class Settings:
     warmupSeconds: float
 
 
-QUICK = Settings(repetitions=3, seconds=1.0, warmupSeconds=0.3)
+QUICK = Settings(repetitions=3, seconds=0.25, warmupSeconds=0.05)
 FULL = Settings(repetitions=5, seconds=3.0, warmupSeconds=0.5)
 
 
 def _progress(message: str) -> None:
-    print(f"[{SUITE}] {message}", file=sys.stderr, flush=True)
+    progress(SUITE, message)
 
 
 @attrs.define
@@ -107,13 +119,52 @@ async def calls(
     return await resultOf(child, settings.seconds + settings.warmupSeconds + 60)
 
 
+@attrs.define
+class _CallsClient:
+    """
+    A client process (C{bench._clients calls --wait}) logged in to one
+    server over one socket, measuring whenever asked.
+    """
+
+    child: Child
+    settings: Settings
+
+    @classmethod
+    async def start(
+        cls, reactor: Any, name: str, url: str, pids: Sequence[int], settings: Settings,
+        cpu: int | None, children: list[Child],
+    ) -> _CallsClient:
+        child = spawn(
+            reactor, f"websocket client ({name})",
+            pythonModule(
+                "bench._clients", "calls", "--wait", "--url", url,
+                "--seconds", str(settings.seconds), "--warmup", str(settings.warmupSeconds),
+                "--concurrency", str(CONCURRENCY), "--pids", ",".join(map(str, pids)),
+            ),
+            cpu,
+        )
+        children.append(child)
+        await child.waitFor(r"^READY")
+        return cls(child, settings)
+
+    async def measure(self, mode: str) -> dict[str, Any]:
+        """
+        One measurement in C{mode}: calls, seconds, p50/p99 (ms) and the CPU
+        seconds of each server process and of the client.
+        """
+        since = self.child.received
+        self.child.write(mode.encode("ascii") + b"\n")
+        timeout = self.settings.seconds + self.settings.warmupSeconds + 60
+        match = await self.child.waitFor(r"^RESULT (.*)", timeout, since=since)
+        result: dict[str, Any] = json.loads(match.group(1))
+        return result
+
+
 async def _startEcho(reactor: Any, cpu: int | None) -> tuple[Child, int]:
-    child = spawn(reactor, "baseline autobahn", pythonModule("bench._baselines", "autobahn"), cpu)
-    try:
-        match = await child.waitFor(r"^PORT (\d+)")
-    except BaseException:
-        await child.stop()
-        raise
+    child, (match,) = await startServer(
+        reactor, "baseline autobahn", pythonModule("bench._baselines", "autobahn"), cpu,
+        r"^PORT (\d+)",
+    )
     return child, int(match.group(1))
 
 
@@ -127,26 +178,36 @@ async def run(reactor: Any, quick: bool) -> list[Row]:
     with loadGeneratorCpu() as (serverCpu, clientCpu):
         try:
             _progress(f"servers on CPU {serverCpu}, clients on CPU {clientCpu}")
-            gateway = await startGateway(reactor, serverCpu)
-            children += [gateway.gateway, gateway.broker]
-            echo, echoPort = await _startEcho(reactor, serverCpu)
-            children.append(echo)
-            targets = {
-                "gateway": (gateway.wsURL, gateway.pids()),
-                "echo": (f"ws://127.0.0.1:{echoPort}/", [echo.pid]),
-            }
-            names = list(targets)
+
+            async def startGatewayHere() -> Gateway:
+                gateway = await startGateway(reactor, serverCpu)
+                children.extend([gateway.gateway, gateway.broker])
+                return gateway
+
+            async def startEcho() -> tuple[Child, int]:
+                echo, echoPort = await _startEcho(reactor, serverCpu)
+                children.append(echo)
+                return echo, echoPort
+
+            gateway, (echo, echoPort) = await together(startGatewayHere(), startEcho())
+            clients: dict[str, _CallsClient] = dict(zip(
+                ("gateway", "echo"),
+                await together(
+                    _CallsClient.start(reactor, "gateway", gateway.wsURL, gateway.pids(),
+                                       settings, clientCpu, children),
+                    _CallsClient.start(reactor, "echo", f"ws://127.0.0.1:{echoPort}/",
+                                       [echo.pid], settings, clientCpu, children),
+                ),
+                strict=True,
+            ))
+            names = list(clients)
             for repetition in range(settings.repetitions):
                 _progress(f"repetition {repetition + 1}/{settings.repetitions}")
                 for mode in MODES:
                     for name in names if repetition % 2 == 0 else names[::-1]:
-                        url, pids = targets[name]
-                        figures[name, mode].results.append(
-                            await calls(reactor, url, pids, mode, settings, clientCpu)
-                        )
+                        figures[name, mode].results.append(await clients[name].measure(mode))
         finally:
-            for child in reversed(children):
-                await child.stop()
+            await stopAll(children)
     rows = []
     for mode in MODES:
         ours, theirs = figures["gateway", mode], figures["echo", mode]
