@@ -343,25 +343,31 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
         session.touch()
         self.inFlight += 1
         try:
-            calling = session.callOn(session.login.avatar, method, params, {})
+            calling = session.callPositional(session.login.avatar, method, params)
         except Exception:
             calling = fail()
         calling.addCallbacks(
             self._answered, self._callFailed,
             callbackArgs=(requestID,), errbackArgs=(requestID, method),
-        ).addErrback(self._messageFailed)
+        )
         return True
 
     def _answered(self, result: Any, requestID: int | str) -> None:
         self.inFlight -= 1
-        if type(result) is dict or type(result) is list:
-            self._subscribeResult(result)
-        self._sendJSON({"jsonrpc": "2.0", "id": requestID, "result": result})
+        try:
+            if type(result) is dict or type(result) is list:
+                self._subscribeResult(result)
+            self._sendJSON({"jsonrpc": "2.0", "id": requestID, "result": result})
+        except Exception:
+            self._messageFailed(Failure())
 
     def _callFailed(self, failure: Failure, requestID: int | str, method: str) -> None:
         self.inFlight -= 1
-        self._sendJSON({"jsonrpc": "2.0", "id": requestID,
-                        "error": rpcError(self._gatewayError(failure, method))})
+        try:
+            self._sendJSON({"jsonrpc": "2.0", "id": requestID,
+                            "error": rpcError(self._gatewayError(failure, method))})
+        except Exception:
+            self._messageFailed(Failure())
 
     def _gatewayError(self, failure: Failure, method: str) -> GatewayError:
         """
