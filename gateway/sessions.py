@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from .mind import SessionMind
 from pb.live import applyDelta
 
+from ._writes import BatchingBroker, WriteBatch
 from .codec import jsonFromPB
 from .errors import (
     BadRequest,
@@ -129,6 +130,21 @@ class GatewayOptions:
     maxSessionsPerUser: int = 100
     maxConnections: int = 10000
     trustedProxies: tuple[str, ...] = ()
+
+
+class _GatewayClientFactory(pb.PBClientFactory):
+    """
+    Connects a login to the broker with a L{BatchingBroker}.
+    """
+
+    protocol = BatchingBroker
+    writes: WriteBatch | None = None
+
+    def buildProtocol(self, addr: Any) -> pb.Broker:
+        broker = super().buildProtocol(addr)
+        assert isinstance(broker, BatchingBroker)
+        broker.writes = self.writes
+        return broker
 
 
 def _registry() -> pb.TypeRegistry:
@@ -660,6 +676,8 @@ class SessionTable:
         self._rootIsLogin: bool | None = None
         self._anonymousWaiters: list[Deferred[Login]] = []
         self.proxies = TrustedProxies(options.trustedProxies)
+        # What the sockets write while a broker's data is handled.
+        self.writes = WriteBatch()
         self.limiter = LoginLimiter(
             reactor, options.loginMaxFailures, options.loginWindow, options.loginLockout
         )
@@ -677,7 +695,7 @@ class SessionTable:
     # -- the broker link --------------------------------------------------
 
     def newFactory(self) -> pb.PBClientFactory:
-        return pb.PBClientFactory(
+        factory = _GatewayClientFactory(
             security=_registry(),
             options=pb.BrokerOptions(
                 callTimeout=self.options.callTimeout,
@@ -686,6 +704,8 @@ class SessionTable:
             ),
             clock=self.clock,
         )
+        factory.writes = self.writes
+        return factory
 
     async def connect(self, factory: pb.PBClientFactory) -> pb.Broker:
         """

@@ -176,8 +176,18 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
     def dataReceived(self, data: bytes) -> None:
         # Autobahn's dataReceived formats a debug line for every chunk (type
         # names styled with click: several µs) that its txaio logger then
-        # drops; this is the rest of it.
-        self._dataReceived(data)
+        # drops; this is the rest of it.  The calls the chunk makes go to the
+        # broker together, when it is done (pb.Broker.cork).
+        session = self.session
+        broker = session.login.factory._broker if session is not None else None
+        if broker is None:
+            self._dataReceived(data)
+            return
+        broker.cork()
+        try:
+            self._dataReceived(data)
+        finally:
+            broker.uncork()
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         # Autobahn's sendData also formats a debug line (click-styled type
@@ -187,7 +197,8 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
             super().sendData(data, sync, chopsize)
             return
         assert self.transport is not None
-        self.transport.write(data)
+        if not self.factory.table.writes.add(self.transport, data):
+            self.transport.write(data)
         if self.state == self.STATE_OPEN:
             self.trafficStats.outgoingOctetsWireLevel += len(data)
         elif self.state in (self.STATE_CONNECTING, self.STATE_PROXY_CONNECTING):

@@ -24,6 +24,7 @@ from functools import partial
 from typing import Any
 
 import attrs
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
@@ -376,6 +377,29 @@ _BROKER_ATOMS: dict[bytes, Callable[[Unjellier, list[Any]], Any]] = {
 }
 
 
+
+def writeNow(transport: Any, data: bytes) -> None:
+    """
+    Write C{data} to C{transport}: straight to the socket when it is a
+    plain TCP connection with nothing queued (so the order of the bytes is
+    kept), else (TLS, a busy or closing connection, the rest of a partial
+    send) through the transport, which sends on the next reactor iteration.
+    """
+    if (
+        isinstance(transport, tcp.Connection)
+        and not transport.dataBuffer
+        and not transport._tempDataBuffer
+        and transport.connected
+        and not transport.disconnecting
+    ):
+        sent = transport.writeSomeData(data)
+        if type(sent) is int:
+            if sent == len(data):
+                return
+            data = data[sent:]
+        # An error: the transport meets it again when it writes.
+    transport.write(data)
+
 class Broker(Protocol):
     """
     One PB connection, client or server side.
@@ -407,6 +431,8 @@ class Broker(Protocol):
         self.currentDialect: bytes | None = None
         self._vocabulary: dict[bytes, int] | None = None
         self._encoder = self._newEncoder()
+        self._corks = 0
+        self._corked: list[bytes] = []
         self._text = wireText(self.options.sizeLimit)
         self._decoder = banana.Decoder(
             vocabulary={v: k for k, v in banana.PB_VOCABULARY.items()},
@@ -457,11 +483,43 @@ class Broker(Protocol):
             self._clock = reactor
         return self._clock
 
+    # -- writing --------------------------------------------------------------
+
+    def cork(self) -> None:
+        """
+        Hold this broker's messages until the matching L{uncork}: they are
+        then written together, straight to the socket if nothing is queued
+        on it.  Twisted's TCP transport never sends from C{write}: it
+        registers for writability and sends on the next reactor iteration,
+        two C{epoll_ctl}s and an iteration more on every hop.  A broker
+        corks itself while it handles received data; the gateway corks a
+        session's broker while it handles a WebSocket's data.
+        """
+        self._corks += 1
+
+    def uncork(self) -> None:
+        """
+        End a L{cork}; the outermost writes what was held.
+        """
+        self._corks -= 1
+        if self._corks or not self._corked:
+            return
+        data = b"".join(self._corked)
+        self._corked.clear()
+        if self.transport is not None and not self.disconnected:
+            writeNow(self.transport, data)
+
+    def _write(self, data: bytes) -> None:
+        if self._corks:
+            self._corked.append(data)
+        else:
+            self.transport.write(data)  # type: ignore[union-attr]
+
     # -- banana framing -------------------------------------------------------
 
     def connectionMade(self) -> None:
         if not self.isClient:
-            self.transport.write(banana.encode([b"pb", b"none"]))  # type: ignore[union-attr]
+            self._write(banana.encode([b"pb", b"none"]))
 
     def dataReceived(self, data: bytes) -> None:
         if self.disconnected:
@@ -472,14 +530,18 @@ class Broker(Protocol):
         except banana.BananaError as e:
             self._protocolViolation(f"undecodable data: {e}")
             return
-        for expression in expressions:
-            if self.disconnected:
-                return
-            try:
-                self._expressionReceived(expression)
-            except ProtocolError as e:
-                self._protocolViolation(str(e))
-                return
+        self.cork()
+        try:
+            for expression in expressions:
+                if self.disconnected:
+                    return
+                try:
+                    self._expressionReceived(expression)
+                except ProtocolError as e:
+                    self._protocolViolation(str(e))
+                    return
+        finally:
+            self.uncork()
 
     def _protocolViolation(self, reason: str) -> None:
         self._log.warn("Closing PB connection {broker}: {reason}", broker=self, reason=reason)
@@ -515,7 +577,7 @@ class Broker(Protocol):
                 raise ProtocolError("the server offered no dialects")
             if b"pb" not in expression:
                 raise ProtocolError(f"the server speaks none of our dialects: {expression!r}")
-            self.transport.write(banana.encode(b"pb"))  # type: ignore[union-attr]
+            self._write(banana.encode(b"pb"))
         elif expression != b"pb":
             raise ProtocolError(f"the client chose a dialect we did not offer: {expression!r}")
         self.currentDialect = b"pb"
@@ -527,7 +589,7 @@ class Broker(Protocol):
         """
         Send one PB message (an s-expression) to the peer.
         """
-        self.transport.write(self._encode(list(exp)))  # type: ignore[union-attr]
+        self._write(self._encode(list(exp)))
 
     def _newEncoder(self) -> banana.Encoder:
         options = self.options
@@ -930,7 +992,7 @@ class Broker(Protocol):
             timeout = self.options.callTimeout
         if timeout is not None:
             self._startTimeout(requestID, message, timeout)
-        self.transport.write(data)  # type: ignore[union-attr]
+        self._write(data)
         return d
 
     def _unpin(self, result: Any, pinned: list[Any]) -> Any:
@@ -1146,7 +1208,7 @@ class Broker(Protocol):
         except Exception:
             self._sendFailure(Failure(), requestID)
             return
-        self.transport.write(data)  # type: ignore[union-attr]
+        self._write(data)
 
     def _logUnexpected(self, failure: Failure) -> None:
         if failure.check(Error) is None:
@@ -1173,7 +1235,7 @@ class Broker(Protocol):
                 data = self._encodeMessage(partial(self._errorMessage, requestID, candidate))
             except Exception:
                 continue
-            self.transport.write(data)  # type: ignore[union-attr]
+            self._write(data)
             return
         self._log.error("Could not send the failure of request {requestID}", requestID=requestID)
 

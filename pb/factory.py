@@ -65,7 +65,7 @@ class PBClientFactory(protocol.ClientFactory):
         self._reset()
 
     def buildProtocol(self, addr: Any) -> Broker:
-        broker = Broker(True, self.security, self.options, self.clock)
+        broker = self.protocol(True, self.security, self.options, self.clock)
         broker.factory = self
         self._connecting = broker
         broker.notifyOnDisconnect(lambda: self._lostBeforeReady(broker))
@@ -207,7 +207,7 @@ class PBServerFactory(protocol.ServerFactory):
         self.clock = clock
 
     def buildProtocol(self, addr: Any) -> Broker:
-        broker = Broker(False, self.security, self.options, self.clock)
+        broker = self.protocol(False, self.security, self.options, self.clock)
         broker.factory = self
         broker.setNameForLocal("root", self.root.rootObject(broker))
         return broker

@@ -1696,3 +1696,62 @@ class ProtocolGarbageTests(SynchronousTestCase):
             messageBytes(b"message", b"one", b"root", b"take", 1, [b"tuple"], [b"dictionary"])
         )
         self.assertGarbageCloses(messageBytes(b"message", 1))
+
+
+# -- corked writes ------------------------------------------------------------------
+
+
+class CorkTests(SynchronousTestCase):
+    """
+    L{pb.Broker.cork} holds a broker's messages until the outermost
+    L{pb.Broker.uncork}, which writes them as one.
+    """
+
+    def test_heldUntilOutermostUncork(self) -> None:
+        from twisted.internet.testing import StringTransport
+
+        broker = pb.Broker(True, clock=Clock())
+        transport = StringTransport()
+        broker.makeConnection(transport)
+        writes: list[bytes] = []
+        transport.write = writes.append  # type: ignore[method-assign]
+        broker.cork()
+        broker.cork()
+        broker.sendCall(b"decref", 1)
+        broker.sendCall(b"decref", 2)
+        broker.uncork()
+        self.assertEqual(writes, [])
+        broker.uncork()
+        self.assertEqual(writes, [pb.banana.encode([b"decref", 1]) +
+                                  pb.banana.encode([b"decref", 2])])
+        broker.sendCall(b"decref", 3)
+        self.assertEqual(len(writes), 2)
+
+    def test_droppedWhenDisconnected(self) -> None:
+        """
+        What is held when the connection is lost is not written.
+        """
+        from twisted.internet.testing import StringTransport
+
+        broker = pb.Broker(True, clock=Clock())
+        transport = StringTransport()
+        broker.makeConnection(transport)
+        broker.cork()
+        broker.sendCall(b"decref", 1)
+        broker.connectionLost(None)
+        written = transport.value()
+        broker.uncork()
+        self.assertEqual(transport.value(), written)
+
+    def test_answersOfOneChunkWrittenTogether(self) -> None:
+        """
+        The answers to calls that arrive in one chunk leave in one write.
+        """
+        connection = connect(self, ourServer(Service()), ourClient())
+        writes: list[bytes] = []
+        original = connection.server.transport.write
+        connection.server.transport.write = lambda data: (writes.append(data), original(data))
+        results = [connection.root.callRemote("add", i, 1) for i in range(3)]
+        connection.pump.flush()
+        self.assertEqual([self.successResultOf(d) for d in results], [1, 2, 3])
+        self.assertEqual(len(writes), 1)
