@@ -25,7 +25,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
-from .errors import ArgumentError, NoSuchMethod, ProtocolError
+from .errors import ArgumentError, NoSuchMethod, ProtocolError, UnsafeValue
 from .jelly import Jellier, Jellyable, Unjellier, Unjellyable, qual
 
 if TYPE_CHECKING:
@@ -249,10 +249,16 @@ class RemoteCopy(Unjellyable):
     """
 
     def setCopyableState(self, state: Any) -> None:
+        """
+        Take the copied state: a dictionary of attributes.  Any other state
+        is refused with L{UnsafeValue}, which fails the one call or answer
+        carrying it (a subclass taking other states overrides this).
+        """
         if not state:
             state = {}
         if not isinstance(state, dict):
-            raise ProtocolError(f"{qual(type(self))} expects a dictionary state")
+            raise UnsafeValue(f"{qual(type(self))} expects a dictionary state, not "
+                              f"{type(state).__name__}")
         self.__dict__ = {
             key.decode("utf-8") if isinstance(key, bytes) else key: value
             for key, value in state.items()

@@ -1224,15 +1224,33 @@ class UnreadableAnswerTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(CopyableProblem)), 1)
         self.assertEqual(self.successResultOf(connection.callRoot("add", 1, 2)), 3)
 
-    def test_protocolErrorInAnswer(self) -> None:
+    def test_refusedCopyInAnswer(self) -> None:
         """
-        An answer that breaks the protocol (a copy whose state is not a dictionary)
-        fails the call with L{pb.ProtocolError} before the connection is closed.
+        An answer carrying a copy whose state a L{pb.RemoteCopy} refuses (not a
+        dictionary) fails that call with L{pb.UnsafeValue}; the connection goes
+        on.
         """
         connection = self.connectWith()
         d = connection.callRoot("odd")
-        self.failureResultOf(d, pb.ProtocolError)
-        self.assertTrue(connection.client.disconnected)
+        failure = self.failureResultOf(d, pb.UnsafeValue)
+        self.assertIn("expects a dictionary state, not list", str(failure.value))
+        self.assertFalse(connection.client.disconnected)
+        self.assertEqual(self.successResultOf(connection.callRoot("add", 1, 2)), 3)
+
+    def test_refusedCopyInArguments(self) -> None:
+        """
+        A call whose argument is such a copy fails for the caller with the
+        server's L{pb.UnsafeValue} (an expected error: nothing is logged);
+        the connection goes on.
+        """
+        registry = pb.TypeRegistry()
+        registry.setUnjellyableForClass("pb.demo.SharedData", pb.RemoteCopy)
+        connection = connect(self, ourServer(Service(), security=registry), ourClient())
+        d = connection.callRoot("add", pb.GenericCopy("pb.demo.SharedData", 7), 1)
+        failure = self.failureResultOf(d, pb.RemoteError)
+        self.assertEqual(failure.value.remoteType, "pb.errors.UnsafeValue")
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual(self.successResultOf(connection.callRoot("add", 1, 2)), 3)
 
 
 # -- views, references and logout -----------------------------------------------------

@@ -1571,3 +1571,19 @@ class CallRouteTests(DemoTestCase):
         self.assertEqual(self.flushLoggedErrors(), [])
         reply = await self.request("POST", "/api/call/nope", [], token=token)
         self.assertError(reply, 404, "not_found", "no_such_method")
+
+    async def test_refusedCopyState(self) -> None:
+        """
+        A copy whose state the broker's class cannot take (not an object) is
+        400 C{unsafe_value}, and the session goes on.
+        """
+        await self.startDemo()
+        token = await self.login()
+        reply = await self.request("POST", "/api/call/store",
+                                   ["k", {"$copy": "pb.demo.SharedData", "state": 7}],
+                                   token=token)
+        error = self.assertError(reply, 400, "bad_request", "unsafe_value")
+        self.assertIn("expects a dictionary state", error["message"])
+        self.assertEqual(error["remote_type"], "pb.errors.UnsafeValue")
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual(await self.call(token, "add", 1, 2), 3)
