@@ -19,6 +19,7 @@ disturbing other connections; C{async def} methods work.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -333,6 +334,8 @@ def _unjellyRemote(unjellier: Unjellier, exp: list[Any]) -> RemoteReference:
         raise InsecureJelly("malformed remote reference")
     broker: Broker = unjellier.invoker
     ref = RemoteReference(broker.unserializingPerspective, broker, exp[1], True)
+    if broker._unjellied is not None:
+        broker._unjellied.append(exp[1])
     if broker._holding is not None:
         broker._holding.append(ref)
     return ref
@@ -468,6 +471,8 @@ class Broker(Protocol):
         # References that arrived in the call being dispatched: kept alive
         # until its answer is sent, so their decrefs cannot overtake it.
         self._holding: list[RemoteReference] | None = None
+        # The references made by the unjelly in progress (see _unserializeFull).
+        self._unjellied: list[Any] | None = None
 
     def __repr__(self) -> str:
         side = "client" if self.isClient else "server"
@@ -789,6 +794,8 @@ class Broker(Protocol):
         """
         Release a cache we will not hold (its type is not allowed here).
         """
+        if self._unjellied is not None:
+            self._unjellied.append(("decache", luid))
         if not self.disconnected:
             self.sendCall(b"decache", luid)
 
@@ -857,14 +864,60 @@ class Broker(Protocol):
     def _unserializeFull(self, sexp: Any, perspective: Any) -> Any:
         previous = self.unserializingPerspective
         self.unserializingPerspective = perspective
+        outer, self._unjellied = self._unjellied, []
+        made = self._unjellied
         try:
             return Unjellier(self, self.registry, _BROKER_ATOMS).unjellyFull(sexp)
         except InsecureJelly as e:
+            self._releaseUnreached(sexp, made)
             raise UnsafeValue(str(e)) from None
         except (IndexError, KeyError, ValueError, AttributeError, TypeError) as e:
+            self._releaseUnreached(sexp, made)
             raise UnsafeValue(f"malformed value: {e}") from None
+        except BaseException:
+            self._releaseUnreached(sexp, made)
+            raise
         finally:
             self.unserializingPerspective = previous
+            self._unjellied = outer
+
+    def _releaseUnreached(self, sexp: Any, made: list[Any]) -> None:
+        """
+        After a value failed to unjelly, give back what the peer lent in it
+        that was never reached: a decref for each reference not made into a
+        L{RemoteReference} (those made send theirs when they are collected),
+        a decache for each new cache not taken.  Without this the peer would
+        hold those objects for us until the connection closes.
+        """
+        if self.disconnected:
+            return
+        unmade = Counter(made)
+        stack = [sexp]
+        while stack:
+            node = stack.pop()
+            if type(node) is not list or not node:
+                continue
+            tag = node[0]
+            if tag == b"remote":
+                if len(node) == 2:
+                    luid = node[1]
+                    if unmade[luid]:
+                        unmade[luid] -= 1
+                    else:
+                        self.sendDecRef(luid)
+                continue
+            if (
+                len(node) == 3
+                and type(tag) is bytes
+                and tag not in _BROKER_ATOMS
+                and type(node[1]) is int
+                and node[1] not in self.locallyCachedObjects
+                and not unmade[("decache", node[1])]
+            ):
+                # A cache never taken (a refused one was released already).
+                self.refuseCache(node[1])
+                continue
+            stack.extend(node[1:])
 
     def _beginLending(self) -> None:
         self._lent = []

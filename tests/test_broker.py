@@ -1773,3 +1773,51 @@ class CorkTests(SynchronousTestCase):
         connection.pump.flush()
         self.assertEqual([self.successResultOf(d) for d in results], [1, 2, 3])
         self.assertEqual(len(writes), 1)
+
+
+class UnreachedLendsTests(SynchronousTestCase):
+    """
+    When a value fails to unjelly, what the peer lent in it is given back:
+    the references made (when they are collected) and those never reached.
+    """
+
+    def test_argumentsGivenBack(self) -> None:
+        """
+        A call whose arguments hold a reference before and after a refused
+        copy fails, and the caller lends nothing afterwards.
+        """
+        registry = pb.TypeRegistry()
+        registry.setUnjellyableForClass(OddState, pb.RemoteCopy)
+        connection = connect(self, ourServer(Service(), security=registry), ourClient())
+        before, after = pb.Referenceable(), pb.Referenceable()
+        d = connection.call(connection.root, "add", [before, OddState(), after], 1)
+        failure = self.failureResultOf(d, pb.RemoteError)
+        self.assertEqual(failure.value.remoteType, "pb.errors.UnsafeValue")
+        gc.collect()
+        connection.pump.flush()
+        self.assertEqual(connection.client.localObjects, {})
+        self.assertEqual(self.successResultOf(connection.call(connection.root, "add", 1, 2)), 3)
+
+    def test_unreachedCacheReleased(self) -> None:
+        """
+        A new cache in the failed value that was never reached is released
+        (decache): the sender stops counting the receiver as an observer.
+        """
+        registry = pb.TypeRegistry()
+        registry.setUnjellyableForClass(OddState, pb.RemoteCopy)
+        registry.setUnjellyableForClass(Observed, RecordingCache)
+        connection = connect(self, ourServer(Service(), security=registry), ourClient())
+        observed = Observed()
+        d = connection.call(connection.root, "add", [OddState(), observed], 1)
+        self.failureResultOf(d, pb.RemoteError)
+        connection.pump.flush()
+        self.assertEqual(len(observed.observers), 1)
+        self.assertEqual(observed.stopped, observed.observers)
+        self.assertEqual(connection.client.remotelyCachedObjects, {})
+        # A cache that was reached is not released twice.
+        d = connection.call(connection.root, "add", [observed, OddState()], 1)
+        self.failureResultOf(d, pb.RemoteError)
+        gc.collect()
+        connection.pump.flush()
+        self.assertEqual(len(observed.observers), 2)
+        self.assertEqual(observed.stopped, observed.observers)
