@@ -84,7 +84,8 @@ def _settingFlags(parser: argparse.ArgumentParser, *names: str) -> None:
                                 help=setting.help)
 
 
-_BROKER_KEYS = ("pb", "service", "users", "anonymous", "log_format")
+_BROKER_KEYS = ("pb", "service", "users", "anonymous", "login_max_failures", "login_window",
+                "login_lockout", "log_format")
 _GATEWAY_KEYS = (
     "http", "call_timeout", "session_idle_timeout", "connect_timeout", "max_body_size",
     "max_message_size", "max_in_flight", "max_handles", "update_buffer", "send_buffer_soft",
@@ -103,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve", help="broker + gateway + dashboard in one process (the demo by default)"
     )
-    _settingFlags(serve, *_BROKER_KEYS, *[k for k in _GATEWAY_KEYS if k != "log_format"])
+    _settingFlags(serve, *_BROKER_KEYS, *[k for k in _GATEWAY_KEYS if k not in _BROKER_KEYS])
 
     broker = commands.add_parser("broker", help="run only a PB broker serving a service")
     _settingFlags(broker, *_BROKER_KEYS)
@@ -115,7 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     config.add_argument("--print", action="store_true", required=True,
                         help="print every setting with its value and source")
     _settingFlags(config, *_BROKER_KEYS, "broker",
-                  *[k for k in _GATEWAY_KEYS if k != "log_format"])
+                  *[k for k in _GATEWAY_KEYS if k not in _BROKER_KEYS])
 
     users = commands.add_parser("users", help="manage a credential file")
     userCommands = users.add_subparsers(dest="action", metavar="ACTION")
@@ -212,6 +213,7 @@ def _brokerService(reactor: Any, config: Any) -> Any:
     The broker service the configuration asks for (the demo without a
     service).
     """
+    from pb.broker import BrokerOptions
     from pb.credentials import UserFileError
     from pb.service import BrokerService, ServiceError, loadService
 
@@ -223,8 +225,13 @@ def _brokerService(reactor: Any, config: Any) -> Any:
         else:
             sys.path.insert(0, os.getcwd())
             service = loadService(config["service"])
+        options = BrokerOptions(
+            loginMaxFailures=config["login_max_failures"],
+            loginWindow=config["login_window"],
+            loginLockout=config["login_lockout"],
+        )
         return BrokerService(reactor, config["pb"], service, config["users"],
-                             config["anonymous"])
+                             config["anonymous"], options)
     except (ServiceError, UserFileError) as e:
         raise _Usage(str(e)) from None
 

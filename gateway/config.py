@@ -204,7 +204,8 @@ SETTINGS: tuple[Setting, ...] = (
             "anonymous sessions share one PB login (one observer per live object)",
             _boolText),
     Setting("login_max_failures", _defaults.loginMaxFailures, _positive(int),
-            "failed logins (per user, per address) before a lockout", _number),
+            "failed logins before a lockout (gateway: per user and per address; "
+            "broker: per user)", _number),
     Setting("login_window", _defaults.loginWindow, _positive(float),
             "seconds in which failed logins are counted", _number),
     Setting("login_lockout", _defaults.loginLockout, _positive(float),

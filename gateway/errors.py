@@ -158,6 +158,9 @@ def errorFromFailure(failure: Failure, debug: bool = False) -> GatewayError:
         return BrokerUnavailable("the broker did not answer in time", "broker_timeout")
     if isinstance(value, (pb.DeadReferenceError, pb.PBConnectionLost)):
         return BrokerUnavailable(f"the broker connection is gone: {value}")
+    if isinstance(value, pb.LoginThrottled):
+        # The broker's own lockout (per user name).
+        return TooManyRequests(str(value), "login_throttled")
     if isinstance(value, UnauthorizedLogin):
         return Unauthorized("bad username or password", "login_failed")
     if isinstance(value, pb.TooLarge) and not isinstance(value, pb.RemoteError):

@@ -967,7 +967,7 @@ class SessionTable:
             error = errorFromFailure(failure, self.options.debug)
             if isinstance(error, Unauthorized):
                 self.limiter.failed(*keys)
-            if isinstance(error, BrokerUnavailable | CallTimedOut | Unauthorized):
+            if isinstance(error, BrokerUnavailable | CallTimedOut | Unauthorized | TooManyRequests):
                 raise error from None
             raise Unauthorized(f"login refused: {error.message}", "login_failed") from None
         login = Login(self, factory, avatar, mind, shared)

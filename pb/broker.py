@@ -114,6 +114,11 @@ class BrokerOptions:
         L{None} never probes.  The probe is a call on an object no peer
         publishes, which every PB peer (ours or Twisted's) answers with an
         "Invalid Object ID" error.
+    @ivar loginMaxFailures: failed password logins for one user name within
+        C{loginWindow} seconds after which a server refuses that user's
+        password logins for C{loginLockout} seconds with L{LoginThrottled}
+        (0: no limit).  Not per address: a gateway's logins all come from
+        its address.
     @ivar keepAliveTimeout: seconds a probe may go unanswered before the
         connection is dropped as dead.
     """
@@ -126,6 +131,9 @@ class BrokerOptions:
     unsafeTracebacks: bool = False
     keepAliveInterval: float | None = None
     keepAliveTimeout: float = 10.0
+    loginMaxFailures: int = 5
+    loginWindow: float = 60.0
+    loginLockout: float = 60.0
 
 
 class Local:

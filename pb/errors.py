@@ -19,6 +19,7 @@ __all__ = [
     "DeadReferenceError",
     "Error",
     "LoginFailed",
+    "LoginThrottled",
     "NoSuchMethod",
     "PBConnectionLost",
     "ProtocolError",
@@ -92,6 +93,14 @@ class LoginFailed(Error, UnauthorizedLogin):
     The credentials were refused (the same error for an unknown user and a
     wrong password).  Also a C{twisted.cred} L{UnauthorizedLogin}, so Twisted
     peers recognise it.
+    """
+
+
+class LoginThrottled(LoginFailed):
+    """
+    Too many failed logins for this user name: its password logins are
+    refused for a while, whatever the password
+    (L{BrokerOptions.loginMaxFailures}).
     """
 
 
@@ -181,6 +190,7 @@ _KNOWN_ERRORS: dict[str, type[Exception]] = {
             CallTimeout,
             DeadReferenceError,
             LoginFailed,
+            LoginThrottled,
             NoSuchMethod,
             PBConnectionLost,
             TooLarge,

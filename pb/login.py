@@ -27,9 +27,10 @@ from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from .credentials import IUsernameMD5Password
-from .errors import Error, LoginFailed
+from .errors import Error, LoginFailed, LoginThrottled
 from .flavors import IPBRoot, Referenceable, _decodeKeywords, _positional, callLocal, findMethod
 from .jelly import Jellyable
+from .throttle import LoginThrottle
 
 __all__ = [
     "AsReferenceable",
@@ -162,11 +163,22 @@ def challenge() -> bytes:
 
 @implementer(IPBRoot)
 class _PortalRoot:
+    """
+    A portal served as a root object.  Failed password logins are counted
+    here per user name, for every connection of the server
+    (L{LoginThrottle}).
+    """
+
     def __init__(self, portal: Portal) -> None:
         self.portal = portal
+        self.throttle: LoginThrottle | None = None
 
     def rootObject(self, broker: Any) -> Referenceable:
-        return _PortalWrapper(self.portal, broker)
+        options = broker.options
+        if self.throttle is None and options.loginMaxFailures:
+            self.throttle = LoginThrottle(broker.clock, options.loginMaxFailures,
+                                          options.loginWindow, options.loginLockout)
+        return _PortalWrapper(self.portal, broker, self.throttle)
 
 
 registerAdapter(_PortalRoot, Portal, IPBRoot)
@@ -209,9 +221,11 @@ class _PortalWrapper(Referenceable, _AvatarLender):
 
     _pbLogin = True
 
-    def __init__(self, portal: Portal, broker: Any) -> None:
+    def __init__(self, portal: Portal, broker: Any,
+                 throttle: LoginThrottle | None = None) -> None:
         self.portal = portal
         self.broker = broker
+        self.throttle = throttle
 
     def remote_login(self, username: bytes | str) -> tuple[bytes, Referenceable]:
         if isinstance(username, str):
@@ -219,7 +233,10 @@ class _PortalWrapper(Referenceable, _AvatarLender):
         if not isinstance(username, bytes):
             raise Error("username must be a string")
         c = challenge()
-        return c, _PortalAuthChallenger(self.portal, self.broker, username, c)
+        challenger = _PortalAuthChallenger(self.portal, self.broker, username, c)
+        challenger.throttle = self.throttle
+        challenger.checkThrottle()
+        return c, challenger
 
     def remote_loginAnonymous(self, mind: Any) -> Deferred[Any]:
         d = self.portal.login(Anonymous(), mind, IPerspective)
@@ -239,15 +256,45 @@ class _PortalAuthChallenger(Referenceable, _AvatarLender):
         self.username = username
         self.challenge = challenge
         self.response: bytes | None = None
+        self.throttle: LoginThrottle | None = None
+
+    def _throttleKeys(self) -> tuple[str, ...]:
+        # Per user name only: a gateway's logins all come from its one
+        # address, and one user's failures must not lock everyone out.
+        return ("user:" + self.username.decode("utf-8", "replace"),)
+
+    def checkThrottle(self) -> None:
+        """
+        @raise LoginThrottled: this user name is locked out.
+        """
+        if self.throttle is None:
+            return
+        retryAfter = self.throttle.lockedFor(*self._throttleKeys())
+        if retryAfter:
+            raise LoginThrottled(f"too many failed logins: try again in {retryAfter} s")
 
     def remote_respond(self, response: bytes, mind: Any) -> Deferred[Any]:
         if self.response is not None:
             raise Error("this login challenge was already answered")
         if not isinstance(response, bytes):
             raise Error("the response must be bytes")
+        self.checkThrottle()
         self.response = response
         d = self.portal.login(self, mind, IPerspective)
+        if self.throttle is not None:
+            d.addCallbacks(self._loggedIn, self._refused)
         return d.addCallbacks(self._cbLogin, _loginRefused)
+
+    def _loggedIn(self, result: Any) -> Any:
+        assert self.throttle is not None
+        self.throttle.succeeded(self._throttleKeys()[0])
+        return result
+
+    def _refused(self, failure: Failure) -> Failure:
+        assert self.throttle is not None
+        if failure.check(UnauthorizedLogin):
+            self.throttle.failed(*self._throttleKeys())
+        return failure
 
     def checkPassword(self, password: bytes | str) -> bool:
         if isinstance(password, str):

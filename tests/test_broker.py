@@ -1821,3 +1821,69 @@ class UnreachedLendsTests(SynchronousTestCase):
         connection.pump.flush()
         self.assertEqual(len(observed.observers), 2)
         self.assertEqual(observed.stopped, observed.observers)
+
+
+class LoginThrottleTests(SynchronousTestCase):
+    """
+    A server refuses password logins for a user name or an address after
+    too many failures (L{pb.BrokerOptions.loginMaxFailures}).
+    """
+
+    def serve(self, **options: Any) -> tuple[Clock, Any]:
+        clock = Clock()
+        portal, _ = userPortal()
+        factory = ourServer(portal=portal, clock=clock, options=pb.BrokerOptions(**options))
+        return clock, factory
+
+    def attempt(self, factory: Any, name: bytes, password: str) -> Any:
+        """
+        One login on a new connection: the avatar reference, or the failure.
+        """
+        clientFactory = ourClient()
+        connection = connect(self, factory, clientFactory)
+        d = clientFactory.login(UsernamePassword(name, password.encode()))
+        connection.pump.flush()
+        results: list[Any] = []
+        d.addBoth(results.append)
+        return results[0]
+
+    def test_lockedOutAfterFailures(self) -> None:
+        """
+        After C{loginMaxFailures} wrong passwords within the window, even
+        the right password is refused with L{pb.LoginThrottled} (a
+        L{pb.LoginFailed}) until the lockout has passed; another user from
+        the same address is unaffected.
+        """
+        clock, factory = self.serve(loginMaxFailures=3, loginWindow=60, loginLockout=30)
+        for _ in range(3):
+            failure = self.attempt(factory, b"alice", "wrong")
+            self.assertTrue(failure.check(pb.LoginFailed))
+            self.assertFalse(failure.check(pb.LoginThrottled))
+        failure = self.attempt(factory, b"alice", ALICE_PASSWORD)
+        self.assertTrue(failure.check(pb.LoginThrottled), failure)
+        self.assertIn("try again in 30 s", str(failure.value))
+        self.assertIsInstance(self.attempt(factory, b"bob", BOB_PASSWORD), pb.RemoteReference)
+        clock.advance(31)
+        self.assertIsInstance(self.attempt(factory, b"alice", ALICE_PASSWORD),
+                              pb.RemoteReference)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_windowSlides(self) -> None:
+        """
+        Failures older than the window do not count.
+        """
+        clock, factory = self.serve(loginMaxFailures=2, loginWindow=10, loginLockout=30)
+        self.attempt(factory, b"bob", "wrong")
+        clock.advance(11)
+        self.attempt(factory, b"bob", "wrong")
+        self.assertIsInstance(self.attempt(factory, b"bob", BOB_PASSWORD), pb.RemoteReference)
+
+    def test_off(self) -> None:
+        """
+        C{loginMaxFailures=0}: no limit.
+        """
+        _, factory = self.serve(loginMaxFailures=0)
+        for _ in range(10):
+            self.attempt(factory, b"alice", "wrong")
+        self.assertIsInstance(self.attempt(factory, b"alice", ALICE_PASSWORD),
+                              pb.RemoteReference)

@@ -54,6 +54,7 @@ _DEFINITIONS: dict[str, tuple[Any, str]] = {
     "JellyError": (pb.jelly, "JellyError"),
     "Jellyable": (pb.jelly, "Jellyable"),
     "LoginFailed": (pb.errors, "LoginFailed"),
+    "LoginThrottled": (pb.errors, "LoginThrottled"),
     "NoSuchMethod": (pb.errors, "NoSuchMethod"),
     "PBClientFactory": (pb.factory, "PBClientFactory"),
     "PBConnectionLost": (pb.errors, "PBConnectionLost"),

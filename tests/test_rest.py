@@ -1587,3 +1587,29 @@ class CallRouteTests(DemoTestCase):
         self.assertEqual(error["remote_type"], "pb.errors.UnsafeValue")
         self.assertEqual(self.flushLoggedErrors(), [])
         self.assertEqual(await self.call(token, "add", 1, 2), 3)
+
+
+class BrokerThrottleTests(GatewayTestCase):
+    """
+    The broker's own login lockout reaches web users as 429.
+    """
+
+    async def test_brokerLockout(self) -> None:
+        """
+        With the broker stricter than the gateway, the broker's
+        L{pb.LoginThrottled} is answered 429 C{login_throttled}.
+        """
+        broker = BrokerService(reactor, LOOPBACK, DemoRealm(clock=reactor),
+                               options=pb.BrokerOptions(loginMaxFailures=2))
+        broker.startService()
+        self.addCleanup(self._stop, broker)
+        port = (await broker.whenListening()).getHost().port
+        await self.startGateway(port, loginMaxFailures=50)
+        for _ in range(2):
+            reply = await self.request("POST", "/api/login", {"username": "alice",
+                                                              "password": "wrong"})
+            self.assertError(reply, 401, "unauthorized", "login_failed")
+        reply = await self.request("POST", "/api/login", ALICE)
+        error = self.assertError(reply, 429, "too_many_requests", "login_throttled")
+        self.assertIn("too many failed logins", error["message"])
+        self.assertEqual(await self.login(BOB) is not None, True)
