@@ -139,6 +139,8 @@ class _GatewayClientFactory(pb.PBClientFactory):
 
     protocol = BatchingBroker
     writes: WriteBatch | None = None
+    # One connection per login: "Starting factory" lines would fill the log.
+    noisy = False
 
     def buildProtocol(self, addr: Any) -> pb.Broker:
         broker = super().buildProtocol(addr)

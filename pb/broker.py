@@ -879,6 +879,10 @@ class Broker(Protocol):
         except InsecureJelly as e:
             self._releaseUnreached(sexp, made)
             raise UnsafeValue(str(e)) from None
+        except UnsafeValue:
+            # Refused by a class (a RemoteCopy's state): already the answer.
+            self._releaseUnreached(sexp, made)
+            raise
         except (IndexError, KeyError, ValueError, AttributeError, TypeError) as e:
             self._releaseUnreached(sexp, made)
             raise UnsafeValue(f"malformed value: {e}") from None

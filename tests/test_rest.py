@@ -1583,7 +1583,8 @@ class CallRouteTests(DemoTestCase):
                                    ["k", {"$copy": "pb.demo.SharedData", "state": 7}],
                                    token=token)
         error = self.assertError(reply, 400, "bad_request", "unsafe_value")
-        self.assertIn("expects a dictionary state", error["message"])
+        self.assertEqual(error["message"],
+                         "pb.demo.SharedData expects a dictionary state, not int")
         self.assertEqual(error["remote_type"], "pb.errors.UnsafeValue")
         self.assertEqual(self.flushLoggedErrors(), [])
         self.assertEqual(await self.call(token, "add", 1, 2), 3)
