@@ -32,7 +32,8 @@ import urllib.request
 from typing import Any, ClassVar
 
 import yaml
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from tools import requireTool
+from twisted.trial.unittest import SynchronousTestCase
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -45,17 +46,6 @@ COMPOSE = os.path.join(REPO, "docker-compose.yml")
 NGINX_SITE = os.path.join(REPO, "examples", "deploy", "nginx.conf")
 DOCKERFILE = os.path.join(REPO, "examples", "deploy", "Dockerfile")
 LOOPBACK = "tcp:0:interface=127.0.0.1"
-
-
-def requireTool(found: bool, what: str) -> None:
-    """
-    Skip without C{what}, except in CI, where its absence is a failure.
-    """
-    if found:
-        return
-    if os.environ.get("CI") == "true":
-        raise AssertionError(f"{what} is missing: CI must install it (see docs/deploy.md)")
-    raise SkipTest(f"{what} is not installed")
 
 
 def nginxBinary() -> str | None:

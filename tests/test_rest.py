@@ -19,6 +19,7 @@ from typing import Any
 import attrs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tools import requireTool
 from treq.client import HTTPClient
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.portal import IRealm, Portal
@@ -31,7 +32,7 @@ from twisted.internet.threads import blockingCallFromThread, deferToThread
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.reflect import qual
 from twisted.spread import pb as twistedPB
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
@@ -683,8 +684,8 @@ class DemoServiceTests(DemoTestCase):
         withMethods = (await self.request("GET", "/api/openapi.json", token=token)).body
         self.assertIn("/api/call/add", withMethods["paths"])
         self.assertIn("post", withMethods["paths"]["/api/call/add"])
-        if validateOpenAPI is None:
-            raise SkipTest("openapi-spec-validator is not installed")
+        requireTool(validateOpenAPI is not None, "openapi-spec-validator (pip)")
+        assert validateOpenAPI is not None
         validateOpenAPI(document)
         validateOpenAPI(withMethods)
 
@@ -693,8 +694,8 @@ class DemoServiceTests(DemoTestCase):
         The real curl logs in and calls a method.
         """
         curl = shutil.which("curl")
-        if curl is None:
-            raise SkipTest("no curl")
+        requireTool(curl is not None, "curl (apt-get install curl)")
+        assert curl is not None
         await self.startDemo()
 
         async def runCurl(*args: str) -> Any:

@@ -11,12 +11,13 @@ import shutil
 from typing import Any
 
 from test_websocket import GatewayHarness, waitFor
+from tools import requireTool
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 CURL = shutil.which("curl")
 
@@ -115,8 +116,7 @@ class SSETests(GatewayHarness, TestCase):
     """
 
     async def setUp(self) -> None:  # type: ignore[override]
-        if CURL is None:
-            raise SkipTest("curl is not installed")
+        requireTool(CURL is not None, "curl (apt-get install curl)")
 
     async def watchBoard(self, **options: Any) -> tuple[str, str]:
         """
