@@ -24,7 +24,6 @@ from twisted.web.http import Request, combinedLogFormatter
 __all__ = ["AccessLog", "accessLogLine", "openAccessLog"]
 
 _TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s\"]+")
-_TOKEN_IN_URL_BYTES = re.compile(rb"([?&]token=)[^&\s\"]+")
 
 
 def accessLogLine(timestamp: str, request: Request) -> str:
@@ -46,16 +45,16 @@ def accessLogRecord(request: Request) -> dict[str, Any]:
     """
     The fields of C{request}'s access log entry, for the JSON log.
     """
-    uri = request.uri
-    if b"token=" in uri:
-        uri = _TOKEN_IN_URL_BYTES.sub(rb"\1-", uri)
+    uri = request.uri.decode("latin-1")
+    if "token=" in uri:
+        uri = _TOKEN_IN_URL.sub(r"\1-", uri)
     address = request.getClientAddress()
     return {
         "log_namespace": "gateway.access",
         "log_format": '{client} "{method} {uri} {protocol}" {status} {bytes}',
         "client": getattr(address, "host", None),
         "method": _text(request.method),
-        "uri": _text(uri),
+        "uri": uri,
         "protocol": _text(request.clientproto),
         "status": request.code,
         "bytes": getattr(request, "sentLength", None),

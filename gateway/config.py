@@ -73,25 +73,30 @@ def _bool(value: Any) -> bool:
     return value
 
 
-def _origins(value: Any) -> tuple[str, ...]:
+def _strings(value: Any, what: str) -> tuple[str, ...]:
+    """
+    A list of strings, given as a list or as one comma-separated string.
+    """
     if isinstance(value, str):
         value = [part.strip() for part in value.split(",") if part.strip()]
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise ValueError("must be a list of origins (or a comma-separated string)")
+        raise ValueError(f"must be a list of {what} (or a comma-separated string)")
+    return tuple(value)
+
+
+def _origins(value: Any) -> tuple[str, ...]:
+    value = _strings(value, "origins")
     for origin in value:
         if origin != "*" and not re.match(r"https?://[^/\s]+\Z", origin):
             raise ValueError(f"{origin!r} is not an origin like https://example.com")
-    return tuple(value)
+    return value
 
 
 def _names(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [part.strip() for part in value.split(",") if part.strip()]
-    if not isinstance(value, (list, tuple)) or not all(
-        isinstance(v, str) and re.match(r"[A-Za-z_][A-Za-z0-9_]*\Z", v) for v in value
-    ):
+    value = _strings(value, "method names")
+    if not all(re.match(r"[A-Za-z_][A-Za-z0-9_]*\Z", v) for v in value):
         raise ValueError("must be a list of method names (or a comma-separated string)")
-    return tuple(value)
+    return value
 
 
 def _logFormat(value: Any) -> str:
@@ -107,12 +112,9 @@ def _accessLogTarget(value: Any) -> str:
 
 
 def _networks(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [part.strip() for part in value.split(",") if part.strip()]
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise ValueError("must be a list of addresses or networks (or a comma-separated string)")
+    value = _strings(value, "addresses or networks")
     parseNetworks(value)
-    return tuple(value)
+    return value
 
 
 def _gatewayName(value: Any) -> str:

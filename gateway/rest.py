@@ -219,9 +219,7 @@ class GatewayAPI:
         """
         started = time.perf_counter()
         try:
-            session = self.session(request)
-            args, kwargs = _callArguments(_readBody(request), session)
-            answer = session.callOn(session.login.avatar, method, args, kwargs)
+            answer = self._sendCall(request, method)
         except Exception:
             answer = fail()
         lost = False
@@ -287,10 +285,16 @@ class GatewayAPI:
 
     # -- calls ------------------------------------------------------------
 
-    async def _call(self, request: IRequest, method: str) -> Any:
+    def _sendCall(self, request: IRequest, method: str) -> Deferred[Any]:
+        """
+        The session's call of C{method} with the request's arguments.
+        """
         session = self.session(request)
         args, kwargs = _callArguments(_readBody(request), session)
-        return {"result": await session.call(_methodName(method), args, kwargs)}
+        return session.callOn(session.login.avatar, method, args, kwargs)
+
+    async def _call(self, request: IRequest, method: str) -> Any:
+        return {"result": await self._sendCall(request, _methodName(method))}
 
     # Taken by GatewayResource without Klein when the method name is plain.
     call = _route("/api/call/<method>", ["POST"], "call")(_call)
@@ -427,12 +431,7 @@ class GatewayAPI:
         return self._errorNow(request, error, "unknown")
 
     def _errorNow(self, request: IRequest, error: GatewayError, name: str) -> bytes:
-        request.setResponseCode(error.status, _REASONS.get(error.status))
-        request.setHeader(b"content-type", b"application/json")
-        if error.status == 401:
-            request.setHeader(b"www-authenticate", b'Bearer realm="pb-gateway"')
-        self.metrics.observeRequest(request.method.decode("ascii", "replace"), name, error.status, 0.0)
-        return dumps({"error": error.asJSON()})
+        return self._answer(Failure(error), name, request, time.perf_counter())
 
 
 _CATCH_ALLS = frozenset({"static", "static_branch", "unknownAPI", "unknownAPI_branch"})

@@ -565,12 +565,6 @@ class Session:
         if self.ended is not None:
             raise BrokerUnavailable(f"this session has ended ({self.ended}); log in again")
 
-    async def call(self, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        """
-        Call C{perspective_<method>} on the avatar; the JSON result.
-        """
-        return await self.callOn(self.login.avatar, method, args, kwargs)
-
     async def callRef(
         self, handle: str, method: str, args: list[Any], kwargs: dict[str, Any]
     ) -> Any:
@@ -591,27 +585,7 @@ class Session:
         @raise GatewayError: the session has ended, or C{kwargs} are refused.
         """
         self._alive()
-        return self.table.sendCall(target, method, args, kwargs).addCallback(self._jsonResult)
-
-    def callPositional(self, target: pb.RemoteReference, method: str,
-                       args: list[Any]) -> Deferred[Any]:
-        """
-        L{callOn} with positional arguments only, answered through one pair
-        of callbacks instead of three (the WebSocket's common call).
-        """
-        self._alive()
-        table = self.table
-        try:
-            sent = target.callRemote(method, *args, _timeout=table.options.callTimeout)
-        except Exception:
-            sent = fail()
-        return sent.addCallbacks(self._countedJSONResult, table._callFailed)
-
-    def _countedJSONResult(self, result: Any) -> Any:
-        self.table._count("ok")
-        if type(result) in _PLAIN_RESULTS:
-            return result
-        return jsonFromPB(result, self)
+        return self.table.sendCall(target, method, args, kwargs, self._jsonResult)
 
     def _jsonResult(self, result: Any) -> Any:
         if type(result) in _PLAIN_RESULTS:
@@ -734,13 +708,16 @@ class SessionTable:
         return await self.sendCall(target, method, args, kwargs)
 
     def sendCall(
-        self, target: pb.RemoteReference, method: str, args: list[Any], kwargs: dict[str, Any]
+        self, target: pb.RemoteReference, method: str, args: list[Any], kwargs: dict[str, Any],
+        convert: Callable[[Any], Any] | None = None,
     ) -> Deferred[Any]:
         """
         Send a remote call with the call timeout, counting its outcome.
 
-        @return: fires with the PB result, or fails with the L{GatewayError}
-            for the failure.
+        @param convert: applied to the result once counted (in the same
+            callback: the common call's path is measured).
+        @return: fires with the PB result (converted), or fails with the
+            L{GatewayError} for the failure.
         @raise BadRequest: C{kwargs} use the names of C{callRemote}'s own
             parameters.
         """
@@ -756,11 +733,11 @@ class SessionTable:
             sent = target.callRemote(method, *args, _timeout=self.options.callTimeout, **kwargs)
         except Exception:
             sent = fail()
-        return sent.addCallbacks(self._called, self._callFailed)
+        return sent.addCallbacks(self._called, self._callFailed, callbackArgs=(convert,))
 
-    def _called(self, result: Any) -> Any:
+    def _called(self, result: Any, convert: Callable[[Any], Any] | None) -> Any:
         self._count("ok")
-        return result
+        return result if convert is None else convert(result)
 
     def _callFailed(self, failure: Failure) -> Failure:
         error = errorFromFailure(failure, self.options.debug)

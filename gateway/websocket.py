@@ -354,7 +354,7 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
         session.touch()
         self.inFlight += 1
         try:
-            calling = session.callPositional(session.login.avatar, method, params)
+            calling = session.callOn(session.login.avatar, method, params, {})
         except Exception:
             calling = fail()
         calling.addCallbacks(

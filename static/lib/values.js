@@ -48,9 +48,9 @@ export class FrozenSet extends Set {
   }
 }
 
-/** A calendar date without a time (Python `datetime.date`). */
-export class PyDate {
-  /** @param {string} iso e.g. "2026-11-26" */
+/** A value carried as an ISO 8601 string under its tag (`$date`, `$time`). */
+class IsoValue {
+  /** @param {string} iso */
   constructor(iso) {
     this.iso = iso;
     Object.freeze(this);
@@ -61,25 +61,18 @@ export class PyDate {
   }
 
   toJSON() {
-    return { $date: this.iso };
+    return { [/** @type {any} */ (this.constructor).tag]: this.iso };
   }
 }
 
-/** A time of day without a date (Python `datetime.time`, naive). */
-export class PyTime {
-  /** @param {string} iso e.g. "13:20:03.5" */
-  constructor(iso) {
-    this.iso = iso;
-    Object.freeze(this);
-  }
+/** A calendar date without a time (Python `datetime.date`), e.g. "2026-11-26". */
+export class PyDate extends IsoValue {
+  static tag = "$date";
+}
 
-  toString() {
-    return this.iso;
-  }
-
-  toJSON() {
-    return { $time: this.iso };
-  }
+/** A time of day without a date (Python `datetime.time`, naive), e.g. "13:20:03.5". */
+export class PyTime extends IsoValue {
+  static tag = "$time";
 }
 
 /** A duration (Python `datetime.timedelta`), in seconds. */
